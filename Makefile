@@ -1,0 +1,40 @@
+# The two front-door commands: `make demo` and `make test`. Both set up what they need.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is needed only to export the text demo model; 2.13.0 is the CPU build.
+TORCH ?= torch==2.13.0
+EXTRAS ?= demo,dev,jupyter
+
+export WORKBENCH_HOME ?= $(CURDIR)/.workbench
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install models demo test bench lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(BIN)/.installed
+
+models: install
+	$(BIN)/workbench models build
+
+demo: models
+	$(BIN)/workbench demo
+
+test: models
+	$(BIN)/python -m pytest
+
+bench: models
+	$(BIN)/python benchmarks/bench_pipeline.py
+
+lint: install
+	$(BIN)/ruff check workbench tests benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .workbench .pytest_cache

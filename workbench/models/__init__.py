@@ -1,0 +1,9 @@
+"""The model repository, its metadata files and ONNX Runtime sessions."""
+
+from __future__ import annotations
+
+from workbench.models.metadata import ModelMetadata
+from workbench.models.repository import LoadedModel, ModelRepository, Signature
+from workbench.models.session import SessionConfig, usable_providers
+
+__all__ = ["LoadedModel", "ModelMetadata", "ModelRepository", "SessionConfig", "Signature", "usable_providers"]

@@ -20,7 +20,9 @@ from workbench.models.repository import ModelRepository
 from workbench.pipeline import Clip, ConfidenceBuckets, Impute, LabelMap, OnnxStage, Pipeline, Standardize
 from workbench.tensor import TensorSpec
 
-__all__ = ["LABELS", "FittedTabular", "TabularData", "build_tabular", "fit_tabular", "inject_missing", "load_tabular_data"]
+__all__ = [
+    "LABELS", "FittedTabular", "TabularData", "build_tabular", "fit_tabular", "inject_missing", "load_tabular_data",
+]
 
 LABELS = ["malignant", "benign"]
 MISSING_RATE = 0.1
@@ -54,7 +56,9 @@ def load_tabular_data() -> TabularData:
 
     x, y = load_breast_cancer(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=SEED, stratify=y)
-    return TabularData(x_train.astype(np.float32), y_train.astype(np.int64), inject_missing(x_test), y_test.astype(np.int64))
+    return TabularData(
+        x_train.astype(np.float32), y_train.astype(np.int64), inject_missing(x_test), y_test.astype(np.int64)
+    )
 
 
 @dataclass(slots=True)
@@ -92,8 +96,8 @@ def fit_tabular(data: TabularData) -> FittedTabular:
 
 def build_tabular(repository: ModelRepository, pipelines_dir: Path) -> Path:
     """Train both variants, store them in the repository and write ``tabular.yaml``."""
-    from sklearn.metrics import accuracy_score, roc_auc_score
     from skl2onnx import to_onnx
+    from sklearn.metrics import accuracy_score, roc_auc_score
 
     data = load_tabular_data()
     fitted = fit_tabular(data)

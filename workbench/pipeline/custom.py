@@ -124,6 +124,8 @@ def _resolve(path: str) -> Callable[..., Any]:
         fn = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise SpecError(f"cannot import function {path!r}: {exc}") from exc
+    if isinstance(fn, FunctionStage):  # the name was decorated with @stage
+        fn = fn.fn
     if not callable(fn):
         raise SpecError(f"{path!r} is not callable")
     return fn  # type: ignore[no-any-return]

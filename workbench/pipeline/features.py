@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,7 @@ from workbench.tensor import TensorSpec
 
 __all__ = ["Aggregate", "PCAProjection"]
 
-_REDUCERS = {"mean": np.mean, "sum": np.sum, "max": np.max, "min": np.min}
+_REDUCERS: dict[str, Callable[..., Any]] = {"mean": np.mean, "sum": np.sum, "max": np.max, "min": np.min}
 
 
 class PCAProjection(Stage):
@@ -51,7 +51,7 @@ class PCAProjection(Stage):
         return [TensorSpec(self.outputs[0], "float32", (-1, self.components.shape[0]))]
 
     def run(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-        return ((arrays[0] - self.mean) @ self._projection,)
+        return (((arrays[0] - self.mean) @ self._projection).astype(np.float32, copy=False),)
 
     def params(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "components": self.components.tolist()}
@@ -80,6 +80,7 @@ class Aggregate(Stage):
         self.op = op
         self.axis = int(axis)
         self._reduce = _REDUCERS[op]
+        self._dtype = np.dtype(np.float32)
 
     def output_specs(self, inputs: Sequence[TensorSpec]) -> list[TensorSpec]:
         first = inputs[0]
@@ -89,6 +90,7 @@ class Aggregate(Stage):
             if problem:
                 raise self.wiring_error(f"{problem} (all inputs must match {first.name!r})", spec.name)
         dtype = first.dtype if first.numpy_dtype.kind == "f" or self.op != "mean" else "float32"
+        self._dtype = np.dtype(dtype)
         if len(inputs) > 1:
             return [TensorSpec(self.outputs[0], dtype, first.shape)]
         shape = None
@@ -99,13 +101,9 @@ class Aggregate(Stage):
         return [TensorSpec(self.outputs[0], dtype, shape)]
 
     def run(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-        if len(arrays) > 1:
-            result = self._reduce(np.stack(arrays), axis=0)
-        else:
-            result = self._reduce(arrays[0], axis=self.axis)
-        if self.op == "mean" and arrays[0].dtype.kind != "f":
-            result = result.astype(np.float32)
-        return (np.asarray(result),)
+        stacked = len(arrays) > 1
+        result = self._reduce(np.stack(arrays), axis=0) if stacked else self._reduce(arrays[0], axis=self.axis)
+        return (np.asarray(result).astype(self._dtype, copy=False),)
 
     def params(self) -> dict[str, Any]:
         return {"op": self.op, "axis": self.axis} if len(self.inputs) == 1 else {"op": self.op}

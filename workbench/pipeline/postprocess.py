@@ -48,7 +48,9 @@ class LabelMap(_ScoreStage):
     type_name = "labels"
     n_outputs = None
 
-    def __init__(self, input: str, outputs: Sequence[str] | str, *, labels: Sequence[str], name: str | None = None) -> None:
+    def __init__(
+        self, input: str, outputs: Sequence[str] | str, *, labels: Sequence[str], name: str | None = None
+    ) -> None:
         super().__init__(input, outputs, name=name)
         if len(self.outputs) > 2:
             raise self.wiring_error("writes a label and, optionally, a confidence: at most 2 outputs")
@@ -64,7 +66,9 @@ class LabelMap(_ScoreStage):
         if spec.shape is not None:
             expected_rank = 2 if is_scores else 1
             if len(spec.shape) != expected_rank:
-                raise self.wiring_error(f"shape {list(spec.shape)}: expected scores [-1, n_labels] or indices [-1]", spec.name)
+                raise self.wiring_error(
+                    f"shape {list(spec.shape)}: expected scores [-1, n_labels] or indices [-1]", spec.name
+                )
             if is_scores and spec.shape[1] not in (-1, len(self.labels)):
                 raise self.wiring_error(f"{spec.shape[1]} classes but {len(self.labels)} labels", spec.name)
         if not is_scores and len(self.outputs) == 2:
@@ -77,6 +81,8 @@ class LabelMap(_ScoreStage):
     def run(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         (x,) = arrays
         if x.dtype.kind != "f":
+            if x.size and (x.min() < 0 or x.max() >= len(self.labels)):
+                raise ValueError(f"class index out of range 0..{len(self.labels) - 1}")
             return (self._lookup[x],)
         index = x.argmax(axis=1)
         labels = self._lookup[index]
@@ -107,14 +113,16 @@ class TopK(Stage):
         self.expect(spec, kinds="fiu", ndim=2, nan_ok=False)
         if spec.shape is not None and spec.shape[1] != -1 and spec.shape[1] < self.k:
             raise self.wiring_error(f"k={self.k} but only {spec.shape[1]} columns", spec.name)
-        return [TensorSpec(self.outputs[0], "int64", (-1, self.k)), TensorSpec(self.outputs[1], spec.dtype, (-1, self.k))]
+        return [
+            TensorSpec(self.outputs[0], "int64", (-1, self.k)),
+            TensorSpec(self.outputs[1], spec.dtype, (-1, self.k)),
+        ]
 
     def run(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         (x,) = arrays
-        k = min(self.k, x.shape[1])
-        part = np.argpartition(-x, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(x, part, axis=1), axis=1, kind="stable")
-        indices = np.take_along_axis(part, order, axis=1).astype(np.int64)
+        # NOTE: negate in a signed type (unsigned would wrap) and sort stably: ties keep column order.
+        keys = -(x.astype(np.int64) if x.dtype.kind == "u" else x)
+        indices = np.argsort(keys, axis=1, kind="stable")[:, : self.k].astype(np.int64, copy=False)
         return indices, np.take_along_axis(x, indices, axis=1)
 
     def params(self) -> dict[str, Any]:
@@ -158,8 +166,8 @@ class ConfidenceBuckets(_ScoreStage):
                  column: int | None = None, name: str | None = None) -> None:
         super().__init__(input, output, column=column, name=name)
         self.edges = [float(e) for e in edges]
-        if not self.edges or sorted(self.edges) != self.edges:
-            raise ValueError("bucket edges must be a non-empty increasing list")
+        if not self.edges or any(b <= a for a, b in zip(self.edges, self.edges[1:])):
+            raise ValueError("bucket edges must be a non-empty, strictly increasing list")
         if len(labels) != len(self.edges) + 1:
             raise ValueError(f"{len(self.edges)} edges make {len(self.edges) + 1} buckets, got {len(labels)} labels")
         self.labels = [str(label) for label in labels]
@@ -170,7 +178,9 @@ class ConfidenceBuckets(_ScoreStage):
         return [TensorSpec(self.outputs[0], "str", (-1,))]
 
     def run(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-        return (self._lookup[np.searchsorted(self.edges, self.scores(arrays[0]), side="right")],)
+        scores = self.scores(arrays[0])
+        # NOTE: compare in the scores' own dtype, as Threshold does (0.7 in float32 is not 0.7 in float64).
+        return (self._lookup[np.searchsorted(np.asarray(self.edges, dtype=scores.dtype), scores, side="right")],)
 
     def params(self) -> dict[str, Any]:
         return {"edges": self.edges, "labels": self.labels, **super().params()}

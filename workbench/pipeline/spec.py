@@ -55,7 +55,7 @@ def stage_from_dict(data: Mapping[str, Any]) -> Stage:
     if not isinstance(data, Mapping):
         raise SpecError(f"a stage must be a mapping, not {type(data).__name__}")
     label = data.get("name") or data.get("type") or "?"
-    stage_type = data.get("type")
+    stage_type = str(data.get("type"))
     if stage_type not in STAGE_TYPES:
         raise SpecError(f"stage {label!r}: unknown type {stage_type!r}; known types: {sorted(STAGE_TYPES)}")
     try:

@@ -73,7 +73,8 @@ class Stage(abc.ABC):
         if resource not in RESOURCES:
             raise ValueError(f"stage {self.name!r}: resource must be one of {RESOURCES}, not {resource!r}")
         self.resource = resource
-        for label, names, expected in (("inputs", self.inputs, self.n_inputs), ("outputs", self.outputs, self.n_outputs)):
+        checks = (("inputs", self.inputs, self.n_inputs), ("outputs", self.outputs, self.n_outputs))
+        for label, names, expected in checks:
             if not names or not all(isinstance(n, str) and n for n in names):
                 raise PipelineWiringError(f"stage {self.name!r}: {label} must be non-empty tensor names", self.name)
             if expected is not None and len(names) != expected:
@@ -83,7 +84,7 @@ class Stage(abc.ABC):
 
     # NOTE: binding is separate from construction so that a pipeline can be
     # described (and shipped to a cluster) without touching model files.
-    def bind(self, repository: ModelRepository | None, *, load: bool = True) -> None:
+    def bind(self, repository: ModelRepository | None, *, load: bool = True) -> None:  # noqa: B027
         """Resolve files and models this stage needs; the default needs none."""
 
     @abc.abstractmethod

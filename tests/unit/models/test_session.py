@@ -21,7 +21,9 @@ def test_cpu_is_always_usable_and_last() -> None:
 
 
 @pytest.mark.skipif(HAS_GPU, reason="checks the fallback on a machine without a usable GPU")
-def test_gpu_stage_falls_back_to_cpu_without_noise(repository: ModelRepository, capfd: pytest.CaptureFixture[str]) -> None:
+def test_gpu_stage_falls_back_to_cpu_without_noise(
+    repository: ModelRepository, capfd: pytest.CaptureFixture[str]
+) -> None:
     session, provider = create_session(repository.path("topic-head", "centroid"), SessionConfig(), resource="gpu")
     assert provider == "CPUExecutionProvider"
     assert session.get_providers() == ["CPUExecutionProvider"]

@@ -3,8 +3,8 @@
 For each demo pipeline and batch size, the raw figure is the model's own session
 run on inputs already prepared (tokenised, imputed and scaled); the pipeline
 figure is ``pipeline.predict`` on the raw request (validation, every stage,
-post-processing). Rounds alternate between the two so drift on a shared machine
-hits both alike; the medians of the rounds are compared.
+post-processing). Calls alternate between the two, one by one, so drift on a shared
+machine hits both alike.
 
 Run: ``make bench`` or ``python benchmarks/bench_pipeline.py [--seconds S]``.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 from collections.abc import Callable
 
@@ -26,27 +25,20 @@ from workbench.demo.tabular import load_tabular_data
 from workbench.pipeline import OnnxStage, Pipeline
 
 
-def _rate(fn: Callable[[], object], items: int, seconds: float) -> float:
-    """Items per second of ``fn`` over about ``seconds``."""
-    calls = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        fn()
-        calls += 1
-        now = time.perf_counter()
-        if now >= deadline:
-            return calls * items / (now - start)
-
-
-def _compare(raw: Callable[[], object], piped: Callable[[], object], items: int, rounds: int,
-             seconds: float) -> tuple[float, float]:
+def _compare(raw: Callable[[], object], piped: Callable[[], object], items: int, seconds: float) -> tuple[float, float]:
+    """Items per second of each path, calls interleaved one by one so drift hits both alike."""
     raw(), piped()  # warm both paths
-    raw_rates, pipe_rates = [], []
-    for _ in range(rounds):
-        raw_rates.append(_rate(raw, items, seconds))
-        pipe_rates.append(_rate(piped, items, seconds))
-    return statistics.median(raw_rates), statistics.median(pipe_rates)
+    clock = time.perf_counter
+    spent = {"raw": 0.0, "piped": 0.0}
+    calls = 0
+    deadline = clock() + 2 * seconds
+    while clock() < deadline or calls < 3:
+        for key, fn in (("raw", raw), ("piped", piped)):
+            began = clock()
+            fn()
+            spent[key] += clock() - began
+        calls += 1
+    return calls * items / spent["raw"], calls * items / spent["piped"]
 
 
 def _raw_call(pipeline: Pipeline, stage_name: str, request: dict[str, np.ndarray]) -> Callable[[], object]:
@@ -61,8 +53,7 @@ def _raw_call(pipeline: Pipeline, stage_name: str, request: dict[str, np.ndarray
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=1.0, help="seconds per measurement")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per case")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per path and case")
     args = parser.parse_args()
 
     build_demo_models(log=lambda _: None)
@@ -77,13 +68,13 @@ def main() -> None:
     ]
     print(f"# machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
           f"onnxruntime {ort.__version__}, providers {text.stage('encoder').provider}")
-    print(f"# {args.rounds} alternating rounds of {args.seconds:g} s each; medians")
+    print(f"# about {args.seconds:g} s per path and case, calls interleaved")
     print(f"{'pipeline':<8} {'batch':>5} {'raw items/s':>12} {'pipeline items/s':>17} {'ratio':>6}")
     for name, pipeline, stage, make in cases:
         for batch in (1, 32):
             request = make(batch)
             raw, piped = _compare(_raw_call(pipeline, stage, request), lambda r=request, p=pipeline: p.predict(r),
-                                  batch, args.rounds, args.seconds)
+                                  batch, args.seconds)
             print(f"{name:<8} {batch:>5} {raw:>12.0f} {piped:>17.0f} {piped / raw:>6.3f}")
 
 

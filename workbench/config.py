@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workbench.models.session import SessionConfig
 
-__all__ = ["WorkbenchSettings"]
+__all__ = ["BATCHING_MODES", "BatchingConfig", "WorkbenchSettings"]
+
+#: How a batcher forms batches.
+BATCHING_MODES = ("dynamic", "realtime")
 
 
 class WorkbenchSettings(BaseSettings):
@@ -42,3 +47,40 @@ class WorkbenchSettings(BaseSettings):
         return SessionConfig(
             intra_op_threads=self.intra_op_threads, inter_op_threads=self.inter_op_threads, device=self.device
         )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingConfig:
+    """The live knobs of a dynamic batcher; a new value applies from the next batch.
+
+    Parameters
+    ----------
+    max_batch_size
+        Most rows in one batch (a request of several rows counts them all).
+    max_delay_ms
+        Longest a request waits for others to join its batch once the batcher
+        is free to dispatch; ``0`` never waits.
+    mode
+        ``"dynamic"`` (the default) or ``"realtime"`` (batches of one request, no wait).
+    max_in_flight
+        Batches dispatched at once (one per worker that can run them).
+    """
+
+    max_batch_size: int = 32
+    max_delay_ms: float = 5.0
+    mode: str = "dynamic"
+    max_in_flight: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be an integer >= 1")
+        if not 0 <= self.max_delay_ms <= 10_000:
+            raise ValueError("max_delay_ms must be between 0 and 10000")
+        if self.mode not in BATCHING_MODES:
+            raise ValueError(f"mode must be one of {BATCHING_MODES}, not {self.mode!r}")
+        if not isinstance(self.max_in_flight, int) or self.max_in_flight < 1:
+            raise ValueError("max_in_flight must be an integer >= 1")
+
+    def updated(self, **changes: Any) -> BatchingConfig:
+        """A copy with ``changes`` applied (checked); ``None`` values are ignored."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,162 @@
+"""The dynamic batcher: batch bounds, live knobs, lone requests, errors, padding, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from workbench.backend import InProcessRunner
+from workbench.batching import BatcherClosed, DynamicBatcher, merge, split
+from workbench.config import BatchingConfig
+from workbench.pipeline import Pipeline, Prediction
+
+
+class Recorder:
+    """A run_batch that doubles its input, records batch sizes, and can be told to fail or wait."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.sizes: list[int] = []
+        self.delay_s = delay_s
+        self.fail_next = False
+
+    async def __call__(self, tensors: dict[str, np.ndarray]) -> Prediction:
+        self.sizes.append(len(tensors["x"]))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("model exploded")
+        return Prediction({"y": tensors["x"] * 2}, {"model": 0.1})
+
+
+def _request(i: int, rows: int = 1) -> dict[str, np.ndarray]:
+    return {"x": np.full((rows, 2), i, dtype=np.float32)}
+
+
+async def test_each_request_gets_its_own_rows_back() -> None:
+    run = Recorder(delay_s=0.01)
+    batcher = DynamicBatcher("p", run, BatchingConfig(max_batch_size=8, max_delay_ms=50))
+    results = await asyncio.gather(*(batcher.submit(_request(i, rows=1 + i % 3)) for i in range(30)))
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["y"], np.full((1 + i % 3, 2), 2 * i))
+        assert {"queue", "batch_formation", "model", "total"} <= set(result.timings_ms)
+        assert result.timings_ms["total"] >= result.timings_ms["queue"]
+    assert max(run.sizes) <= 8
+    assert sum(run.sizes) == sum(1 + i % 3 for i in range(30))
+    assert len(run.sizes) < 30, "concurrent requests must share batches"
+    await batcher.close()
+
+
+async def test_realtime_mode_sends_one_request_per_batch() -> None:
+    run = Recorder(delay_s=0.005)
+    batcher = DynamicBatcher("p", run, BatchingConfig(mode="realtime"))
+    await asyncio.gather(*(batcher.submit(_request(i)) for i in range(10)))
+    assert run.sizes == [1] * 10
+    await batcher.close()
+
+
+async def test_a_lone_request_does_not_wait_for_company() -> None:
+    batcher = DynamicBatcher("p", Recorder(), BatchingConfig(max_batch_size=32, max_delay_ms=2000))
+    await batcher.submit(_request(0))  # first request: no arrival history yet
+    await asyncio.sleep(0.05)
+    began = time.perf_counter()
+    await batcher.submit(_request(1))
+    assert time.perf_counter() - began < 1.0, "dispatched at once, not after max_delay_ms"
+    await batcher.close()
+
+
+async def test_knob_change_applies_to_the_next_batch() -> None:
+    run = Recorder(delay_s=0.01)
+    batcher = DynamicBatcher("p", run, BatchingConfig(max_batch_size=16, max_delay_ms=20))
+    await asyncio.gather(*(batcher.submit(_request(i)) for i in range(40)))
+    assert max(run.sizes) > 2
+    batcher.set_batching(max_batch_size=2)
+    run.sizes.clear()
+    await asyncio.gather(*(batcher.submit(_request(i)) for i in range(40)))
+    assert max(run.sizes) == 2 and sum(run.sizes) == 40
+    assert batcher.snapshot()["config"]["max_batch_size"] == 2
+    await batcher.close()
+
+
+def test_bad_knob_values_are_refused_with_the_range() -> None:
+    batcher = DynamicBatcher("p", Recorder())
+    with pytest.raises(ValueError, match="max_batch_size must be an integer >= 1"):
+        batcher.set_batching(max_batch_size=0)
+    with pytest.raises(ValueError, match="max_delay_ms must be between 0 and 10000"):
+        batcher.set_batching(max_delay_ms=-1)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        batcher.set_batching(mode="eventually")
+    assert batcher.config == BatchingConfig()
+
+
+async def test_a_failing_batch_fails_only_its_own_requests() -> None:
+    run = Recorder(delay_s=0.01)
+    batcher = DynamicBatcher("p", run, BatchingConfig(max_batch_size=4, max_delay_ms=20))
+    run.fail_next = True
+    results = await asyncio.gather(*(batcher.submit(_request(i)) for i in range(12)), return_exceptions=True)
+    failed = [r for r in results if isinstance(r, Exception)]
+    assert failed and all(str(e) == "model exploded" for e in failed)
+    assert len(failed) == run.sizes[0] < 12
+    assert (await batcher.submit(_request(5)))["y"][0, 0] == 10
+    assert batcher.snapshot()["errors_total"] == len(failed)
+    await batcher.close()
+
+
+async def test_max_in_flight_bounds_concurrent_batches() -> None:
+    active = 0
+    peak = 0
+
+    async def run(tensors: dict[str, np.ndarray]) -> Prediction:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.01)
+        active -= 1
+        return Prediction({"y": tensors["x"]})
+
+    batcher = DynamicBatcher("p", run, BatchingConfig(max_batch_size=1, max_in_flight=3))
+    await asyncio.gather(*(batcher.submit(_request(i)) for i in range(20)))
+    assert peak == 3
+    await batcher.close()
+
+
+async def test_close_fails_queued_requests_explicitly() -> None:
+    batcher = DynamicBatcher("p", Recorder(delay_s=0.2), BatchingConfig(max_batch_size=1))
+    tasks = [asyncio.ensure_future(batcher.submit(_request(i))) for i in range(3)]
+    await asyncio.sleep(0.05)
+    await batcher.close()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[0], Prediction)
+    assert all(isinstance(r, BatcherClosed) for r in results[1:])
+    with pytest.raises(BatcherClosed):
+        await batcher.submit(_request(9))
+
+
+def test_merge_pads_ragged_sequences_and_split_returns_views() -> None:
+    a = {"ids": np.array([[1, 2, 3]]), "x": np.ones((1, 2))}
+    b = {"ids": np.array([[4], [5]]), "x": np.zeros((2, 2))}
+    merged = merge([a, b], {"ids": -1})
+    np.testing.assert_array_equal(merged["ids"], [[1, 2, 3], [4, -1, -1], [5, -1, -1]])
+    parts = split(merged, [1, 2])
+    np.testing.assert_array_equal(parts[1]["x"], np.zeros((2, 2)))
+    assert parts[1]["x"].base is merged["x"]
+    with pytest.raises(ValueError, match="different ranks"):
+        merge([{"ids": np.ones((1, 2))}, {"ids": np.ones((1, 2, 2))}])
+
+
+async def test_in_process_runner_batches_a_real_pipeline(text_pipeline: Pipeline) -> None:
+    batcher = DynamicBatcher("text", InProcessRunner(text_pipeline), BatchingConfig(max_batch_size=8, max_delay_ms=10))
+    sentences = ["The striker scored twice.", "Rates went up.", "The app crashed after the update.",
+                 "Doctors recommend daily exercise."] * 4
+    results = await asyncio.gather(*(batcher.submit(text_pipeline.validate({"text": [s]})) for s in sentences))
+    expected = text_pipeline.predict({"text": sentences})["topic"]
+    assert [r["topic"][0] for r in results] == list(expected)
+    stats = batcher.snapshot()
+    assert stats["requests_total"] == 16 and stats["batches_total"] < 16
+    assert set(stats["timings_ms"]) >= {"queue", "batch_formation", "tokenize", "encoder", "head"}
+    assert stats["latency_ms"]["p99"] >= stats["latency_ms"]["p50"] > 0
+    assert sum(stats["batch_size"]["histogram"].values()) == stats["batches_total"]
+    await batcher.close()

@@ -1,0 +1,256 @@
+"""The dynamic batcher: concurrent requests in, batches out, live knobs.
+
+One batcher per deployed pipeline. Requests queue up; a loop forms batches of
+at most ``max_batch_size`` rows and hands them to ``run_batch`` (in-process, or
+on a Dask worker), at most ``max_in_flight`` at a time. Results are split back
+to each request with its own timings.
+
+When to dispatch: a batch goes at once when no other request is expected
+before its deadline (``max_delay_ms`` after its first request), judged from the
+recent gap between arrivals, and it waits at most two such gaps for the next.
+So a lone request never waits for company that is not coming, while under load
+batches fill up, and while every slot is busy requests simply accumulate
+(waiting then costs nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from workbench.batching.batch import merge, split
+from workbench.config import BatchingConfig
+from workbench.errors import WorkbenchError
+from workbench.monitor.stats import BatcherStats
+from workbench.pipeline.graph import Prediction
+
+__all__ = ["BatcherClosed", "DynamicBatcher"]
+
+RunBatch = Callable[[dict[str, np.ndarray]], Awaitable[Prediction]]
+
+#: Weight of the newest gap in the running estimate of the time between arrivals.
+_GAP_SMOOTHING = 0.2
+#: How many usual gaps the batcher waits for one more request before it dispatches.
+_PATIENCE = 2.0
+
+
+class BatcherClosed(WorkbenchError):
+    """The batcher was closed before the request ran."""
+
+    status_code = 503
+
+
+@dataclass(slots=True)
+class _Pending:
+    tensors: dict[str, np.ndarray]
+    rows: int
+    future: asyncio.Future[Prediction]
+    enqueued_ns: int
+    pulled_ns: int = 0
+
+
+class DynamicBatcher:
+    """Collect concurrent requests into batches bounded by the live knobs.
+
+    Parameters
+    ----------
+    name
+        The pipeline's name (for messages).
+    run_batch
+        Coroutine function running one merged batch and returning its :class:`Prediction`.
+    config
+        The initial knobs; change them any time with :meth:`set_batching`.
+    pad_values
+        Pad value per input tensor for ragged dimensions (default 0).
+
+    Examples
+    --------
+    >>> batcher = DynamicBatcher("text", run_batch, BatchingConfig(max_batch_size=16))  # doctest: +SKIP
+    >>> prediction = await batcher.submit({"text": np.array(["hello"], dtype=object)})   # doctest: +SKIP
+    """
+
+    def __init__(self, name: str, run_batch: RunBatch, config: BatchingConfig | None = None, *,
+                 pad_values: Mapping[str, Any] | None = None, stats: BatcherStats | None = None) -> None:
+        self.name = name
+        self._run_batch = run_batch
+        self._config = config or BatchingConfig()
+        self._pad_values = dict(pad_values or {})
+        self.stats = stats or BatcherStats()
+        # NOTE: asyncio objects are created on first use, inside the running loop.
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._slot_freed: asyncio.Event | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._carry: _Pending | None = None
+        self._forming: list[_Pending] = []
+        self._gap_ns = float("inf")
+        self._last_arrival_ns = 0
+        self._closed = False
+        self.config_changed_ns = 0
+
+    # -- knobs -------------------------------------------------------------------------
+    @property
+    def config(self) -> BatchingConfig:
+        return self._config
+
+    def set_batching(self, **changes: Any) -> BatchingConfig:
+        """Change knobs (``max_batch_size``, ``max_delay_ms``, ``mode``, ``max_in_flight``).
+
+        Checked at once; they apply from the next batch formed.
+        """
+        self._config = self._config.updated(**changes)
+        self.config_changed_ns = time.perf_counter_ns()
+        return self._config
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting to be batched."""
+        waiting = self._queue.qsize() if self._queue is not None else 0
+        return waiting + (1 if self._carry is not None else 0)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    # -- requests ----------------------------------------------------------------------
+    async def submit(self, tensors: dict[str, np.ndarray]) -> Prediction:
+        """Queue one request (already validated tensors) and await its share of a batch."""
+        if self._closed:
+            raise BatcherClosed(f"pipeline {self.name!r} is shutting down")
+        self._ensure_started()
+        assert self._queue is not None
+        now = time.perf_counter_ns()
+        if self._last_arrival_ns:
+            gap = now - self._last_arrival_ns
+            self._gap_ns = gap if self._gap_ns == float("inf") else (
+                _GAP_SMOOTHING * gap + (1 - _GAP_SMOOTHING) * self._gap_ns)
+        self._last_arrival_ns = now
+        rows = next(iter(tensors.values())).shape[0]
+        pending = _Pending(tensors, rows, asyncio.get_running_loop().create_future(), now)
+        self._queue.put_nowait(pending)
+        return await pending.future
+
+    def _ensure_started(self) -> None:
+        if self._loop_task is None:
+            self._queue = asyncio.Queue()
+            self._slot_freed = asyncio.Event()
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def close(self) -> None:
+        """Finish the batches in flight, then fail what is still queued with :class:`BatcherClosed`."""
+        self._closed = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        leftovers = [*self._forming, *([self._carry] if self._carry is not None else [])]
+        self._forming, self._carry = [], None
+        while self._queue is not None and not self._queue.empty():
+            leftovers.append(self._queue.get_nowait())
+        for pending in leftovers:
+            if not pending.future.done():
+                pending.future.set_exception(BatcherClosed(f"pipeline {self.name!r} closed before the request ran"))
+
+    # -- the loop ----------------------------------------------------------------------
+    async def _next(self, timeout_s: float | None) -> _Pending | None:
+        assert self._queue is not None
+        if self._carry is not None:
+            pending, self._carry = self._carry, None
+            return pending
+        if timeout_s is None:
+            return await self._queue.get()
+        if timeout_s <= 0:
+            return self._queue.get_nowait() if not self._queue.empty() else None
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout_s)
+        except TimeoutError:
+            return None
+
+    async def _wait_for_slot(self) -> None:
+        assert self._slot_freed is not None
+        # NOTE: compare with the current knob each time, so a change of max_in_flight applies at once.
+        while len(self._in_flight) >= self._config.max_in_flight:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+
+    async def _loop(self) -> None:
+        while True:
+            first = await self._next(None)
+            assert first is not None
+            # NOTE: requests taken off the queue are held here until dispatched, so that
+            # close() can still answer them if it cancels the loop meanwhile.
+            self._forming = [first]
+            await self._wait_for_slot()
+            # NOTE: read the knobs once per batch; a change applies to the next one.
+            config = self._config
+            first.pulled_ns = time.perf_counter_ns()
+            batch = self._forming
+            rows = first.rows
+            if config.mode == "dynamic":
+                deadline = first.enqueued_ns + config.max_delay_ms * 1e6
+                while rows < config.max_batch_size:
+                    now = time.perf_counter_ns()
+                    remaining_ns = deadline - now
+                    expected = self._carry is not None or (self._queue is not None and not self._queue.empty())
+                    if not expected and self._gap_ns > remaining_ns:
+                        break  # nobody is likely to arrive in time: go now
+                    # NOTE: wait about two usual gaps at most: if nobody came by then, traffic has paused.
+                    wait_ns = remaining_ns if expected else min(remaining_ns, _PATIENCE * self._gap_ns)
+                    pending = await self._next(max(wait_ns, 0) / 1e9)
+                    if pending is None:
+                        break
+                    pending.pulled_ns = time.perf_counter_ns()
+                    if rows + pending.rows > config.max_batch_size:
+                        self._carry = pending
+                        break
+                    batch.append(pending)
+                    rows += pending.rows
+            self._forming = []
+            task = asyncio.get_running_loop().create_task(self._dispatch(batch, rows))
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self._slot_freed is not None:
+            self._slot_freed.set()
+
+    async def _dispatch(self, batch: list[_Pending], rows: int) -> None:
+        dispatched = time.perf_counter_ns()
+        self.stats.record_batch(rows)
+        try:
+            tensors = merge([p.tensors for p in batch], self._pad_values)
+            prediction = await self._run_batch(tensors)
+        except Exception as exc:  # the error goes to this batch's requests only; the loop goes on
+            self.stats.record_error(len(batch))
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        done = time.perf_counter_ns()
+        for pending, outputs in zip(batch, split(prediction.outputs, [p.rows for p in batch])):
+            timings = {
+                "queue": (pending.pulled_ns - pending.enqueued_ns) / 1e6,
+                "batch_formation": (dispatched - pending.pulled_ns) / 1e6,
+                **prediction.timings_ms,
+                "total": (done - pending.enqueued_ns) / 1e6,
+            }
+            self.stats.record_request(timings)
+            if not pending.future.done():  # NOTE: a caller that gave up (cancelled) is skipped
+                pending.future.set_result(Prediction(outputs, timings))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Statistics plus the current knobs."""
+        stats = self.stats.snapshot(self.queue_depth)
+        stats["config"] = {"max_batch_size": self._config.max_batch_size, "max_delay_ms": self._config.max_delay_ms,
+                           "mode": self._config.mode, "max_in_flight": self._config.max_in_flight}
+        stats["in_flight"] = self.in_flight
+        return stats

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -26,7 +26,7 @@ __all__ = ["RESOURCES", "Stage", "StageKind", "as_float_vector"]
 RESOURCES = ("cpu", "gpu")
 
 
-class StageKind(str, Enum):
+class StageKind(StrEnum):
     """The four kinds of stage a pipeline is made of."""
 
     PREPROCESS = "preprocess"

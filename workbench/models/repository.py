@@ -74,7 +74,8 @@ class ModelRepository:
     root
         The repository folder (created if missing).
     session_config
-        Threads, device preference and warm-up of the sessions it creates.
+        Threads, device preference and warm-up of the sessions it creates;
+        by default from the ``WORKBENCH_*`` settings.
 
     Examples
     --------
@@ -88,7 +89,11 @@ class ModelRepository:
     def __init__(self, root: str | Path, session_config: SessionConfig | None = None) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.session_config = session_config or SessionConfig()
+        if session_config is None:
+            from workbench.config import WorkbenchSettings  # NOTE: late import: config imports this package
+
+            session_config = WorkbenchSettings().session_config()
+        self.session_config = session_config
         self._loaded: dict[tuple[str, str, str], LoadedModel] = {}
         self._lock = threading.Lock()
 

@@ -109,3 +109,14 @@ def test_replacing_a_variant_is_atomic(small_repo: ModelRepository, repository: 
     loaded = ModelRepository(small_repo.root).load("clf", "v1")
     x = np.zeros((1, 30), dtype=np.float32)
     assert loaded.session.run(None, {"X": x})[1].shape == (1, 2)
+
+
+def test_thread_settings_come_from_the_environment(
+    repository: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKBENCH_INTRA_OP_THREADS", "1")
+    monkeypatch.setenv("WORKBENCH_DEVICE", "cpu")
+    repo = ModelRepository(tmp_path / "env-models")
+    assert repo.session_config == SessionConfig(intra_op_threads=1, device="cpu")
+    repo.add("clf", "v1", repository.path("tabular", "logreg"), ModelMetadata())
+    assert repo.load("clf", "v1").session.get_session_options().intra_op_num_threads == 1

@@ -47,7 +47,7 @@ def _raw_call(pipeline: Pipeline, stage_name: str, request: dict[str, np.ndarray
     prepared = pipeline.predict(request, outputs=list(stage.inputs)).outputs
     session = stage.loaded.session
     feed = {spec.name: prepared[name] for spec, name in zip(stage.loaded.signature.inputs, stage.inputs)}
-    names = stage.loaded.output_names
+    names = [spec.name for spec in stage.loaded.signature.outputs]
     return lambda: session.run(names, feed)
 
 

@@ -92,7 +92,6 @@ class DynamicBatcher:
         self._gap_ns = float("inf")
         self._last_arrival_ns = 0
         self._closed = False
-        self.config_changed_ns = 0
 
     # -- knobs -------------------------------------------------------------------------
     @property
@@ -105,7 +104,6 @@ class DynamicBatcher:
         Checked at once; they apply from the next batch formed.
         """
         self._config = self._config.updated(**changes)
-        self.config_changed_ns = time.perf_counter_ns()
         return self._config
 
     @property

@@ -16,7 +16,7 @@ import re
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
@@ -60,7 +60,6 @@ class LoadedModel:
     signature: Signature
     load_ms: float
     resource: str = "cpu"
-    output_names: list[str] = field(default_factory=list)
 
 
 class ModelRepository:
@@ -196,10 +195,7 @@ class ModelRepository:
         except Exception as exc:  # a model that cannot run on dummy inputs is not usable
             raise ModelLoadError(f"model {model!r} variant {variant!r} failed its warm-up run: {exc}") from exc
         load_ms = (time.perf_counter() - start) * 1e3
-        return LoadedModel(
-            model, variant, path, session, provider, metadata, signature, load_ms, resource,
-            [spec.name for spec in signature.outputs],
-        )
+        return LoadedModel(model, variant, path, session, provider, metadata, signature, load_ms, resource)
 
     def signature(self, model: str, variant: str) -> Signature:
         """The model's inputs and outputs, read from the file without creating a session."""

@@ -10,7 +10,9 @@ the HTTP status it maps to, so the serving front translates errors in one place:
     ├── ModelNotFound (404)          no such model or variant in the repository
     ├── ModelPathRefused (403)       a path that leaves the repository root
     ├── ModelLoadError (500)         a model file exists but ONNX Runtime cannot load it
-    └── StageFailed (500)            a stage raised while running a batch; names the stage
+    ├── StageFailed (500)            a stage raised while running a batch; names the stage
+    ├── NotDeployed (404)            no pipeline is deployed under that name
+    └── BackendUnavailable (503)     no worker can run the batch (all gone, or none ready in time)
 
 ``InvalidInput``, ``PipelineWiringError`` and ``SpecError`` are also ``ValueError``
 and ``ModelNotFound`` is also ``LookupError``, so plain Python callers can catch
@@ -20,10 +22,12 @@ the built-in kinds they already expect.
 from __future__ import annotations
 
 __all__ = [
+    "BackendUnavailable",
     "InvalidInput",
     "ModelLoadError",
     "ModelNotFound",
     "ModelPathRefused",
+    "NotDeployed",
     "PipelineWiringError",
     "SpecError",
     "StageFailed",
@@ -96,3 +100,15 @@ class StageFailed(WorkbenchError):
     def __init__(self, message: str, stage: str) -> None:
         super().__init__(message)
         self.stage = stage
+
+
+class NotDeployed(WorkbenchError, LookupError):
+    """No pipeline is deployed under that name."""
+
+    status_code = 404
+
+
+class BackendUnavailable(WorkbenchError):
+    """No worker could run the batch: the request was not lost, it failed explicitly."""
+
+    status_code = 503

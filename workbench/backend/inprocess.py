@@ -1,13 +1,16 @@
-"""Run batches in this process, off the event loop."""
+"""Run batches in this process, off the event loop (the backend without Dask)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from workbench._sync import run_in_threadpool
 from workbench.pipeline.graph import Pipeline, Prediction
 
-__all__ = ["InProcessRunner"]
+__all__ = ["InProcessBackend", "InProcessRunner"]
 
 
 class InProcessRunner:
@@ -22,3 +25,49 @@ class InProcessRunner:
 
     async def __call__(self, tensors: dict[str, np.ndarray]) -> Prediction:
         return await run_in_threadpool(self.pipeline.execute, tensors)
+
+
+class InProcessBackend:
+    """Batches run in this process (notebooks, tests, a single machine without Dask)."""
+
+    kind = "inprocess"
+    loads_locally = True
+
+    def __init__(self) -> None:
+        self._published: dict[str, Any] = {}
+        self._deployed: dict[tuple[str, int], Pipeline] = {}
+
+    def on_workers_changed(self, listener: Callable[[], None]) -> None:
+        """Nothing to follow: this process is the only worker."""
+
+    async def deploy(self, name: str, generation: int, pipeline: Pipeline, placement: str = "fused") -> InProcessRunner:
+        self._deployed[name, generation] = pipeline
+        return InProcessRunner(pipeline)
+
+    async def retire(self, name: str, generation: int) -> None:
+        self._deployed.pop((name, generation), None)
+
+    def workers(self, name: str, generation: int) -> list[dict[str, Any]]:
+        pipeline = self._deployed.get((name, generation))
+        if pipeline is None:
+            return []
+        providers = {s.name: s.provider for s in pipeline.inference_stages}
+        return [{"address": "inprocess", "resources": {}, "nthreads": 1, "providers": providers, "in_flight": 0}]
+
+    def threads(self, name: str, generation: int) -> int:
+        return 1
+
+    async def publish(self, name: str, state: dict[str, Any] | None) -> None:
+        if state is None:
+            self._published.pop(name, None)
+        else:
+            self._published[name] = state
+
+    async def published(self) -> dict[str, Any]:
+        return dict(self._published)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "dashboard_link": None, "workers": {}}
+
+    async def close(self) -> None:
+        self._deployed.clear()

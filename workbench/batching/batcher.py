@@ -7,10 +7,12 @@ to each request with its own timings.
 
 When to dispatch: a batch goes at once when no other request is expected
 before its deadline (``max_delay_ms`` after its first request), judged from the
-recent gap between arrivals, and it waits at most two such gaps for the next.
-So a lone request never waits for company that is not coming, while under load
-batches fill up, and while every slot is busy requests simply accumulate
-(waiting then costs nothing).
+recent gap between arrivals, or when the free slots serve requests faster than
+they arrive (the recent batch run time is shorter than the gap times the free
+slots): waiting for company then only adds latency. Otherwise it waits at most
+two usual gaps for the next request. So a lone request never waits for company
+that is not coming, while under load batches fill up, and while every slot is
+busy requests simply accumulate (waiting then costs nothing).
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class DynamicBatcher:
         self._carry: _Pending | None = None
         self._forming: list[_Pending] = []
         self._gap_ns = float("inf")
+        self._service_ns = 0.0
         self._last_arrival_ns = 0
         self._closed = False
 
@@ -105,6 +108,10 @@ class DynamicBatcher:
         """
         self._config = self._config.updated(**changes)
         return self._config
+
+    def replace_runner(self, run_batch: RunBatch) -> None:
+        """Send batches formed from now on to ``run_batch`` (a swap); batches in flight finish where they are."""
+        self._run_batch = run_batch
 
     @property
     def queue_depth(self) -> int:
@@ -193,13 +200,16 @@ class DynamicBatcher:
             batch = self._forming
             rows = first.rows
             if config.mode == "dynamic":
+                free_slots = max(config.max_in_flight - len(self._in_flight), 1)
                 deadline = first.enqueued_ns + config.max_delay_ms * 1e6
                 while rows < config.max_batch_size:
                     now = time.perf_counter_ns()
                     remaining_ns = deadline - now
                     expected = self._carry is not None or (self._queue is not None and not self._queue.empty())
-                    if not expected and self._gap_ns > remaining_ns:
-                        break  # nobody is likely to arrive in time: go now
+                    if not expected and (self._gap_ns > remaining_ns or self._gap_ns * free_slots >= self._service_ns):
+                        # NOTE: nobody is likely to arrive in time, or the free workers keep up with
+                        # arrivals one by one: waiting for company would only add latency.
+                        break
                     # NOTE: wait about two usual gaps at most: if nobody came by then, traffic has paused.
                     wait_ns = remaining_ns if expected else min(remaining_ns, _PATIENCE * self._gap_ns)
                     pending = await self._next(max(wait_ns, 0) / 1e9)
@@ -234,6 +244,9 @@ class DynamicBatcher:
                     pending.future.set_exception(exc)
             return
         done = time.perf_counter_ns()
+        ran = done - dispatched
+        self._service_ns = ran if not self._service_ns else (
+            _GAP_SMOOTHING * ran + (1 - _GAP_SMOOTHING) * self._service_ns)
         for pending, outputs in zip(batch, split(prediction.outputs, [p.rows for p in batch])):
             timings = {
                 "queue": (pending.pulled_ns - pending.enqueued_ns) / 1e6,

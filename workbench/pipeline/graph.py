@@ -23,7 +23,7 @@ from workbench.pipeline.inference import OnnxStage
 from workbench.pipeline.stage import Stage
 from workbench.tensor import TensorSpec
 
-__all__ = ["Pipeline", "Prediction"]
+__all__ = ["Pipeline", "Prediction", "Segment"]
 
 
 @dataclass(slots=True)
@@ -39,6 +39,20 @@ class Prediction:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.outputs[name]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Consecutive stages that want the same resource: the unit placed on one worker.
+
+    ``inputs`` are the tensors it reads from earlier segments or the request;
+    ``outputs`` those that later segments or the caller need.
+    """
+
+    resource: str
+    stages: tuple[str, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
 
 
 class Pipeline:
@@ -102,6 +116,7 @@ class Pipeline:
             if output not in self.specs:
                 raise PipelineWiringError(f"pipeline output {output!r} is produced by no stage", tensor=output)
         self._plans: dict[tuple[str, ...], list[Stage]] = {}
+        self._segment_plans: dict[tuple[str, ...], list[Stage]] = {}
         self._default_plan = self._plan(self.output_names)
 
     # -- description ---------------------------------------------------------------------
@@ -210,7 +225,9 @@ class Pipeline:
     def execute(self, tensors: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> Prediction:
         """Run already validated tensors through the stages (the hot path, no checks)."""
         plan = self._default_plan if outputs is None else self._plan(tuple(outputs))
-        names = self.output_names if outputs is None else outputs
+        return self._run(plan, tensors, self.output_names if outputs is None else outputs)
+
+    def _run(self, plan: list[Stage], tensors: dict[str, np.ndarray], names: Sequence[str]) -> Prediction:
         env = dict(tensors)
         timings: dict[str, float] = {}
         clock = time.perf_counter_ns
@@ -226,6 +243,34 @@ class Pipeline:
             for name, value in zip(stage.outputs, results):
                 env[name] = value
         return Prediction({n: env[n] for n in names}, timings)
+
+    def segments(self) -> list[Segment]:
+        """The default plan cut where the wanted resource changes (``cpu`` / ``gpu``).
+
+        Running the segments one after the other, each on a worker with its
+        resource, gives the same outputs as :meth:`execute`.
+        """
+        runs: list[list[Stage]] = []
+        for stage in self._default_plan:
+            if runs and runs[-1][0].resource == stage.resource:
+                runs[-1].append(stage)
+            else:
+                runs.append([stage])
+        segments = []
+        for index, run in enumerate(runs):
+            produced = {n for s in run for n in s.outputs}
+            later = {n for r in runs[index + 1:] for s in r for n in s.inputs} | set(self.output_names)
+            inputs = dict.fromkeys(n for s in run for n in s.inputs if n not in produced)
+            outputs = [n for s in run for n in s.outputs if n in later]
+            segments.append(Segment(run[0].resource, tuple(s.name for s in run), tuple(inputs), tuple(outputs)))
+        return segments
+
+    def execute_segment(self, segment: Segment, tensors: dict[str, np.ndarray]) -> Prediction:
+        """Run one of :meth:`segments` on its input tensors; returns its output tensors."""
+        plan = self._segment_plans.get(segment.stages)
+        if plan is None:
+            plan = self._segment_plans[segment.stages] = [self.stage(n) for n in segment.stages]
+        return self._run(plan, tensors, segment.outputs)
 
     def _plan(self, outputs: tuple[str, ...]) -> list[Stage]:
         plan = self._plans.get(outputs)

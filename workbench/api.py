@@ -1,0 +1,155 @@
+"""``Workbench``: the Python API for scripts and notebooks.
+
+The engine runs on an event loop in a background thread (anyio's blocking
+portal), so the same object works from a plain script, from a notebook whose
+kernel already runs a loop (no ``asyncio.run`` inside it), and from async code
+(``await wb.apredict(...)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from workbench.config import BatchingConfig
+from workbench.engine import Engine
+from workbench.pipeline.graph import Pipeline, Prediction
+
+__all__ = ["Workbench"]
+
+T = TypeVar("T")
+
+
+class Workbench:
+    """Deploy pipelines and send them requests, in-process or on a Dask cluster.
+
+    Examples
+    --------
+    >>> wb = Workbench.local(workers=2)                          # doctest: +SKIP
+    >>> wb.deploy("tabular")                                     # doctest: +SKIP
+    >>> wb.predict("tabular", {"features": rows})["label"]      # doctest: +SKIP
+    >>> wb.set_batching("tabular", max_batch_size=64)            # doctest: +SKIP
+    >>> wb.stats("tabular")["latency_ms"]                        # doctest: +SKIP
+    >>> wb.close()                                               # doctest: +SKIP
+    """
+
+    def __init__(self, start: Callable[[], Awaitable[Engine]]) -> None:
+        self._exit = contextlib.ExitStack()
+        self._portal: BlockingPortal = self._exit.enter_context(start_blocking_portal())
+        try:
+            self.engine: Engine = self._portal.call(start)
+        except BaseException:
+            self._exit.close()
+            raise
+        self._closed = False
+
+    # -- constructors ------------------------------------------------------------------
+    @classmethod
+    def local(cls, workers: int = 2, threads_per_worker: int = 1, **cluster_kwargs: Any) -> Workbench:
+        """Start a Dask ``LocalCluster`` of ``workers`` processes (the embedded default)."""
+        return cls(lambda: Engine.local(workers, threads_per_worker, **cluster_kwargs))
+
+    @classmethod
+    def connect(cls, address: str, **client_kwargs: Any) -> Workbench:
+        """Attach to a running Dask cluster, e.g. ``Workbench.connect("tcp://10.0.0.5:8786")``."""
+        return cls(lambda: Engine.connect(address, **client_kwargs))
+
+    @classmethod
+    def inprocess(cls) -> Workbench:
+        """Run batches in this process: no cluster, same batching and statistics."""
+
+        async def start() -> Engine:
+            return Engine.inprocess()
+
+        return cls(start)
+
+    def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        if self._closed:
+            raise RuntimeError("this Workbench is closed")
+        return self._portal.call(lambda: fn(*args, **kwargs))
+
+    def _call_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a plain function on the engine's loop (the engine is used from that loop only)."""
+
+        async def wrapper() -> T:
+            return fn(*args, **kwargs)
+
+        return self._call(wrapper)
+
+    # -- deployments -------------------------------------------------------------------
+    def deploy(self, target: Pipeline | str | Path, *, name: str | None = None,
+               batching: BatchingConfig | Mapping[str, Any] | None = None, placement: str = "fused",
+               variant: str | None = None) -> dict[str, Any]:
+        """Deploy a pipeline, a pipeline file or a demo name; returns what was deployed."""
+        deployment = self._call(self.engine.deploy, target, name=name, batching=batching, placement=placement,
+                                variant=variant)
+        return {"name": deployment.name, "variants": deployment.variants, "placement": deployment.placement,
+                "dashboard_link": self.dashboard_link}
+
+    def undeploy(self, name: str) -> None:
+        self._call(self.engine.undeploy, name)
+
+    def swap(self, name: str, variant: str, stage: str | None = None) -> dict[str, Any]:
+        """Switch to another variant with no request dropped; returns the swap event."""
+        return self._call(self.engine.swap, name, variant, stage)
+
+    def deployments(self) -> list[str]:
+        return self._call_sync(self.engine.names)
+
+    # -- requests ----------------------------------------------------------------------
+    def predict(self, name: str, inputs: Mapping[str, Any]) -> Prediction:
+        """Send one request (one or more rows) and wait for its outputs and timings."""
+        return self._call(self.engine.predict, name, inputs)
+
+    async def apredict(self, name: str, inputs: Mapping[str, Any]) -> Prediction:
+        """Like :meth:`predict`, awaited from any event loop (a notebook's, a web server's)."""
+        if self._closed:
+            raise RuntimeError("this Workbench is closed")
+        future = self._portal.start_task_soon(self.engine.predict, name, inputs)
+        return await asyncio.wrap_future(future)
+
+    # -- knobs and numbers -------------------------------------------------------------
+    def set_batching(self, name: str, **changes: Any) -> BatchingConfig:
+        """Change ``max_batch_size``, ``max_delay_ms``, ``mode`` or ``max_in_flight``; applies to the next batch."""
+        return self._call_sync(self.engine.set_batching, name, **changes)
+
+    def stats(self, name: str) -> dict[str, Any]:
+        """Rolling p50/p95/p99, throughput, queue depth, batch sizes, per-stage timings, knobs and workers."""
+        return self._call_sync(self.engine.stats, name)
+
+    def describe(self) -> dict[str, Any]:
+        return self._call_sync(self.engine.describe)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The Dask dashboard of the cluster (``None`` in-process)."""
+        return self.describe().get("dashboard_link")
+
+    # -- lifetime ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Answer what is queued, stop the batchers, and stop the cluster if this Workbench started it."""
+        if self._closed:
+            return
+        try:
+            self._portal.call(self.engine.close)
+        finally:
+            self._closed = True
+            self._exit.close()
+
+    def __enter__(self) -> Workbench:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return "Workbench(closed)"
+        info = self.describe()
+        return (f"Workbench({info['kind']}, workers={len(info.get('workers', {}))}, "
+                f"deployed={sorted(info['deployments'])}, dashboard={info.get('dashboard_link')})")

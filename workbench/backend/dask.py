@@ -1,0 +1,195 @@
+"""The Dask backend: a LocalCluster of our own, or any cluster by scheduler address.
+
+Deploying registers a :class:`~workbench.backend.worker.DeploymentPlugin`
+(every worker, present or joining later, builds the pipeline and keeps it
+warm) and returns a :class:`~workbench.backend.dispatch.DaskRunner` that sends
+batches straight to those workers. What a user controls (deployments, their
+variant and knobs) is also kept with the scheduler (Dask's cluster metadata),
+so every process attached to the cluster sees the same deployments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from distributed import Client, LocalCluster
+
+from workbench.backend.dispatch import DaskRunner
+from workbench.backend.pool import WorkerPool
+from workbench.backend.worker import EVENTS_TOPIC, DeploymentPlugin, plugin_name
+from workbench.errors import WorkbenchError
+from workbench.pipeline.graph import Pipeline
+
+__all__ = ["DaskBackend"]
+
+logger = logging.getLogger(__name__)
+
+#: Where deployments are kept in the scheduler's metadata.
+METADATA_KEY = "workbench-deployments"
+#: How often the list of live workers is checked against the scheduler.
+_RECONCILE_S = 1.0
+
+
+class DaskBackend:
+    """Batches run on Dask workers that keep the deployed pipelines warm.
+
+    Create it with :meth:`local` or :meth:`connect`, inside a running event loop.
+    """
+
+    kind = "dask"
+    loads_locally = False
+
+    def __init__(self, client: Client, cluster: LocalCluster | None = None) -> None:
+        # NOTE: typed loosely: an asynchronous client's methods return awaitables that its stubs do not say.
+        self.client: Any = client
+        self.cluster: Any = cluster
+        self.pool = WorkerPool(self._changed)
+        self._listeners: list[Callable[[], None]] = []
+        self._reconciler: asyncio.Task[None] | None = None
+        self._workers: dict[str, Any] = {}
+
+    # -- starting and stopping ---------------------------------------------------------
+    @classmethod
+    async def local(cls, workers: int = 2, threads_per_worker: int = 1, **cluster_kwargs: Any) -> DaskBackend:
+        """Start a LocalCluster of worker processes on this machine.
+
+        Unless ``WORKBENCH_INTRA_OP_THREADS`` is set, each worker's ONNX Runtime
+        sessions get an equal share of the cores, so workers do not fight over them.
+        """
+        env = dict(cluster_kwargs.pop("env", {}))
+        if "WORKBENCH_INTRA_OP_THREADS" not in os.environ:
+            env.setdefault("WORKBENCH_INTRA_OP_THREADS", str(max(1, (os.cpu_count() or 1) // max(workers, 1))))
+        cluster_kwargs.setdefault("dashboard_address", ":0")
+        cluster: Any = await LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                                     asynchronous=True, env=env, **cluster_kwargs)
+        try:
+            client: Any = await Client(cluster, asynchronous=True)
+        except BaseException:
+            await cluster.close()
+            raise
+        return await cls(client, cluster)._start()
+
+    @classmethod
+    async def connect(cls, address: str, **client_kwargs: Any) -> DaskBackend:
+        """Attach to a running cluster (``dask scheduler`` / ``dask worker``, or any deployment of them)."""
+        client: Any = await Client(address, asynchronous=True, **client_kwargs)
+        return await cls(client)._start()
+
+    async def _start(self) -> DaskBackend:
+        self.client.subscribe_topic(EVENTS_TOPIC, self.pool.on_event)
+        self._reconciler = asyncio.get_running_loop().create_task(self._reconcile(), name="workbench-reconcile")
+        return self
+
+    async def close(self) -> None:
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
+        await self.client.close()
+        if self.cluster is not None:
+            await self.cluster.close()
+
+    async def _reconcile(self) -> None:
+        """Forget workers the scheduler no longer lists (killed workers send no goodbye)."""
+        while True:
+            try:
+                await self.refresh_workers()
+            except Exception:  # keep reconciling through scheduler hiccups
+                logger.debug("worker reconciliation failed", exc_info=True)
+            await asyncio.sleep(_RECONCILE_S)
+
+    async def refresh_workers(self) -> dict[str, Any]:
+        """The scheduler's current worker list (cached for :meth:`describe`)."""
+        self._workers = dict((await self.client.scheduler.identity(n_workers=-1)).get("workers", {}))
+        self.pool.keep_only(self._workers)
+        return self._workers
+
+    # -- deployments -------------------------------------------------------------------
+    def on_workers_changed(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    async def deploy(self, name: str, generation: int, pipeline: Pipeline, placement: str = "fused") -> DaskRunner:
+        """Make every worker build ``pipeline`` (the given generation); return the runner for it."""
+        if placement not in ("fused", "by-resource"):
+            raise WorkbenchError(f"placement must be 'fused' or 'by-resource', not {placement!r}", 400)
+        plugin = DeploymentPlugin(name, generation, pipeline.to_dict())
+        replies = await self.client.register_plugin(plugin, name=plugin.name)
+        workers = await self.refresh_workers()
+        for address in replies:
+            info = workers.get(address, {})
+            self.pool.add((name, generation), address, resources=info.get("resources"), nthreads=info.get("nthreads"))
+        return self.runner(name, generation, pipeline, placement)
+
+    async def attach(self, name: str, generation: int, pipeline: Pipeline, placement: str = "fused") -> DaskRunner:
+        """The runner for a deployment that another process made (its workers are already warm)."""
+        held = await self.client.run(_describe_deployment, plugin_name(name, generation))
+        for address, description in held.items():
+            if description is not None:
+                self.pool.add((name, generation), address, resources=description["resources"],
+                              nthreads=description["nthreads"], providers=description["providers"])
+        return self.runner(name, generation, pipeline, placement)
+
+    def runner(self, name: str, generation: int, pipeline: Pipeline, placement: str) -> DaskRunner:
+        wants_gpu = any(s.resource == "gpu" for s in pipeline.stages)
+        return DaskRunner(
+            self.client.rpc, self.pool, name, generation,
+            segments=pipeline.segments() if placement == "by-resource" else None,
+            resource="gpu" if wants_gpu else "cpu", output_names=pipeline.output_names,
+        )
+
+    async def retire(self, name: str, generation: int) -> None:
+        """Drop one generation from every worker (after a swap, or on undeploy)."""
+        self.pool.drop((name, generation))
+        with contextlib.suppress(Exception):  # a worker that is already gone has nothing to drop
+            await self.client.unregister_worker_plugin(plugin_name(name, generation))
+
+    @staticmethod
+    def placements() -> tuple[str, ...]:
+        return ("fused", "by-resource")
+
+    def workers(self, name: str, generation: int) -> list[dict[str, Any]]:
+        return [slot.describe() for slot in self.pool.workers((name, generation))]
+
+    def threads(self, name: str, generation: int) -> int:
+        return self.pool.threads((name, generation))
+
+    # -- cluster state -----------------------------------------------------------------
+    async def publish(self, name: str, state: dict[str, Any] | None) -> None:
+        """Keep a deployment's state with the scheduler (``None`` removes it)."""
+        published = await self.published()
+        if state is None:
+            published.pop(name, None)
+        else:
+            published[name] = state
+        await self.client.set_metadata(METADATA_KEY, published)
+
+    async def published(self) -> dict[str, Any]:
+        return dict(await self.client.get_metadata(METADATA_KEY, default={}))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "scheduler": self.client.scheduler.address,
+            "dashboard_link": self.client.dashboard_link,
+            "workers": {
+                address: {"resources": w.get("resources", {}), "nthreads": w.get("nthreads"), "name": w.get("name")}
+                for address, w in self._workers.items()
+            },
+        }
+
+
+def _describe_deployment(name: str, dask_worker: Any = None) -> dict[str, Any] | None:
+    """Run on each worker by :meth:`DaskBackend.attach`: what it holds of one deployment generation."""
+    plugin = dask_worker.plugins.get(name)
+    if not isinstance(plugin, DeploymentPlugin) or plugin.pipeline is None:
+        return None
+    return plugin.describe(dask_worker)

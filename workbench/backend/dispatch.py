@@ -1,0 +1,136 @@
+"""Sending a batch to a warm worker, and again to another one if that worker dies.
+
+The batch goes straight to the worker's ``workbench_run`` handler over Dask's
+own connection pool (no scheduler, no task). A call that fails because the
+worker is gone (connection closed, refused, reset) is sent to another worker
+that holds the deployment; when none is left the call waits a while for one
+to come back (a nanny restarts a killed worker in seconds) and otherwise fails
+with :class:`~workbench.errors.BackendUnavailable`. A request is answered or
+gets an explicit error; it is never lost or left hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from distributed.core import ConnectionPool
+
+from workbench.backend.pool import WorkerPool
+from workbench.backend.wire import decode_error, decode_tensors, encode_tensors
+from workbench.backend.worker import HANDLER
+from workbench.errors import BackendUnavailable, WorkbenchError
+from workbench.pipeline.graph import Prediction, Segment
+
+__all__ = ["DaskRunner"]
+
+
+class DaskRunner:
+    """A ``run_batch`` for :class:`~workbench.batching.DynamicBatcher` that runs on Dask workers.
+
+    Parameters
+    ----------
+    rpc
+        The client's connection pool (``client.rpc``).
+    pool
+        Which workers hold which deployment generation.
+    deployment, generation
+        What to run.
+    segments
+        ``None`` runs the whole pipeline on one worker (fused, no transfers in
+        between); otherwise each segment runs on a worker with its resource.
+    resource
+        For a fused pipeline: ``"gpu"`` when any stage wants a GPU.
+    output_names
+        The pipeline's outputs (for segmented runs).
+    wait_for_workers_s
+        How long a batch waits for a worker when none is ready.
+    timeout_s
+        Longest one call to a worker may take before the batch fails.
+    """
+
+    def __init__(self, rpc: ConnectionPool, pool: WorkerPool, deployment: str, generation: int, *,
+                 segments: Sequence[Segment] | None, resource: str, output_names: Sequence[str],
+                 wait_for_workers_s: float = 30.0, timeout_s: float = 300.0) -> None:
+        self._rpc = rpc
+        self._pool = pool
+        self.deployment = deployment
+        self.generation = generation
+        self.segments = list(segments) if segments is not None else None
+        self.resource = resource
+        self.output_names = tuple(output_names)
+        self.wait_for_workers_s = wait_for_workers_s
+        self.timeout_s = timeout_s
+        self.in_flight = 0
+        self.redispatched = 0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.deployment, self.generation
+
+    async def __call__(self, tensors: dict[str, np.ndarray]) -> Prediction:
+        self.in_flight += 1
+        try:
+            if self.segments is None:
+                return await self._call(None, self.resource, tensors)
+            env = dict(tensors)
+            timings: dict[str, float] = {}
+            for index, segment in enumerate(self.segments):
+                part = await self._call(index, segment.resource, {n: env[n] for n in segment.inputs})
+                env.update(part.outputs)
+                for name, ms in part.timings_ms.items():
+                    timings[name] = timings.get(name, 0.0) + ms
+            return Prediction({n: env[n] for n in self.output_names}, timings)
+        finally:
+            self.in_flight -= 1
+
+    async def _call(self, segment: int | None, resource: str, tensors: dict[str, np.ndarray]) -> Prediction:
+        message = encode_tensors(tensors)
+        deadline = time.monotonic() + self.wait_for_workers_s
+        failed: set[str] = set()
+        while True:
+            slot = self._pool.choose(self.key, resource, exclude=failed)
+            if slot is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BackendUnavailable(
+                        f"pipeline {self.deployment!r}: no worker could run the batch "
+                        f"({len(failed)} failed, none ready within {self.wait_for_workers_s:g} s)")
+                await self._pool.wait_for_change(min(remaining, 1.0))
+                failed.clear()  # NOTE: a worker that failed is forgotten; any listed now is a new chance
+                continue
+            slot.in_flight += 1
+            sent = time.perf_counter_ns()
+            try:
+                reply = await asyncio.wait_for(
+                    getattr(self._rpc(slot.address), HANDLER)(
+                        deployment=self.deployment, generation=self.generation, segment=segment, tensors=message),
+                    self.timeout_s)
+            except TimeoutError:
+                raise WorkbenchError(f"pipeline {self.deployment!r}: worker {slot.address} took longer than "
+                                     f"{self.timeout_s:g} s for one batch", 504) from None
+            except OSError:  # CommClosedError and friends: the worker is gone or unreachable
+                self._pool.forget_worker(slot.address)
+                failed.add(slot.address)
+                self.redispatched += 1
+                continue
+            finally:
+                slot.in_flight -= 1
+            if reply.get("missing"):
+                # NOTE: the worker no longer (or not yet) holds this generation; try another.
+                self._pool.discard(self.key, slot.address)
+                failed.add(slot.address)
+                continue
+            return self._prediction(reply, sent)
+
+    @staticmethod
+    def _prediction(reply: dict[str, Any], sent_ns: int) -> Prediction:
+        if "error" in reply:
+            raise decode_error(reply["error"])
+        round_trip_ms = (time.perf_counter_ns() - sent_ns) / 1e6
+        timings = dict(reply["timings"])
+        timings["transfer"] = max(round_trip_ms - reply["worker_ms"], 0.0)
+        return Prediction(decode_tensors(reply["outputs"]), timings)

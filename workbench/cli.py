@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import statistics
+import asyncio
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
 
 from workbench import __version__
+
+if TYPE_CHECKING:
+    from workbench.api import Workbench
 
 _HOME = click.option("--home", type=click.Path(path_type=Path), default=None,
                      help="Workbench folder (models/ and pipelines/); default $WORKBENCH_HOME or ./.workbench.")
@@ -57,33 +63,73 @@ def models_list(home: Path | None) -> None:
 
 @main.command()
 @_HOME
-@click.option("--rounds", default=50, show_default=True, help="Runs per input, for the timing medians.")
-def demo(home: Path | None, rounds: int) -> None:
-    """Build the demo models if needed, run both demo pipelines in-process and show where the time goes."""
-    from workbench.demo import build_demo_models, demo_pipeline
+@click.option("--workers", default=2, show_default=True, help="Dask worker processes of the local cluster.")
+@click.option("--seconds", default=20.0, show_default=True, help="How long traffic flows.")
+@click.option("--rate", default=150.0, show_default=True, help="Requests per second sent to each pipeline.")
+@click.option("--pattern", type=click.Choice(["steady", "poisson", "surge", "diurnal"]), default="poisson",
+              show_default=True, help="Shape of the traffic.")
+def demo(home: Path | None, workers: int, seconds: float, rate: float, pattern: str) -> None:
+    """Deploy both demo pipelines on a local Dask cluster, send them traffic and show live latency."""
+    from workbench.api import Workbench
+    from workbench.demo import build_demo_models
+
+    build_demo_models(home, log=click.echo)
+    requests = _demo_requests()
+    with Workbench.local(workers=workers) as wb:
+        info = wb.describe()
+        click.echo(f"\nDask cluster: {len(info['workers'])} workers, scheduler {info.get('scheduler')}")
+        click.echo(f"Dask dashboard: {info.get('dashboard_link')}")
+        for name, make in requests.items():
+            wb.deploy(name)
+            inputs = make(8 if name == "tabular" else 4)
+            click.echo(f"\n{name}: deployed, variants {wb.stats(name)['variants']}")
+            _print_predictions(name, inputs, wb.predict(name, inputs).outputs)
+        click.echo(f"\n{pattern} traffic at {rate:g} requests/s per pipeline for {seconds:g} s:")
+        asyncio.run(_demo_traffic(wb, requests, seconds, rate, pattern))
+        for name in requests:
+            stats = wb.stats(name)
+            click.echo(f"\n{name}: where the time goes (p50 per request, ms)")
+            for key, value in stats["timings_ms"].items():
+                click.echo(f"    {key:<16} {value['p50']:8.3f}")
+            click.echo(f"    {'end to end':<16} {stats['latency_ms']['p50']:8.3f}  "
+                       f"(p99 {stats['latency_ms']['p99']:.3f})")
+            click.echo(f"    batch sizes: {stats['batch_size']['histogram']}")
+
+
+def _demo_requests() -> dict[str, Callable[[int], dict[str, np.ndarray]]]:
     from workbench.demo.corpus import topic_sentences
     from workbench.demo.tabular import load_tabular_data
 
-    build_demo_models(home, log=click.echo)
-    data = load_tabular_data()
-    sentences, _ = topic_sentences("test", per_topic=2, seed=1)
-    requests = {
-        "tabular": {"features": data.x_test[:8]},
-        "text": {"text": np.array(sentences, dtype=object)},
+    rows = load_tabular_data().x_test
+    sentences = np.array(topic_sentences("test")[0], dtype=object)
+    rng = np.random.default_rng(0)
+    return {
+        "tabular": lambda n: {"features": rows[rng.integers(0, len(rows) - n + 1):][:n]},
+        "text": lambda n: {"text": sentences[rng.integers(0, len(sentences), n)]},
     }
-    for name, inputs in requests.items():
-        pipeline = demo_pipeline(name, home)
-        click.echo("")
-        click.echo(repr(pipeline))
-        providers = {s.name: s.provider for s in pipeline.inference_stages}
-        click.echo(f"  execution providers: {providers}")
-        result = pipeline.predict(inputs)
-        _print_predictions(name, inputs, result.outputs)
-        timings = [pipeline.predict(inputs).timings_ms for _ in range(rounds)]
-        batch = len(next(iter(inputs.values())))
-        click.echo(f"  per-stage median over {rounds} runs, batch of {batch}:")
-        for key in timings[0]:
-            click.echo(f"    {key:<12} {statistics.median(t[key] for t in timings):8.3f} ms")
+
+
+async def _demo_traffic(wb: Workbench, requests: dict[str, Callable[[int], dict[str, np.ndarray]]],
+                        seconds: float, rate: float, pattern: str) -> None:
+    from workbench.traffic import LoadGenerator
+
+    generators = {
+        name: LoadGenerator(functools.partial(wb.apredict, name), functools.partial(make, 1), pattern=pattern,
+                            rate_rps=rate, period_s=max(seconds / 2, 1.0))
+        for name, make in requests.items()
+    }
+    runs = [asyncio.create_task(g.run(seconds)) for g in generators.values()]
+    while not all(run.done() for run in runs):
+        await asyncio.wait(runs, timeout=1.0)
+        for name in generators:
+            stats = wb.stats(name)
+            latency = stats["latency_ms"]
+            click.echo(f"  {name:<8} p50 {latency['p50']:7.2f} ms  p95 {latency['p95']:7.2f}  "
+                       f"p99 {latency['p99']:7.2f}  {stats['throughput_rps']:6.0f} req/s  "
+                       f"batch {stats['batch_size']['mean']:5.1f}  queue {stats['queue_depth']:3d}")
+    for name, generator in generators.items():
+        summary = generator.report.summary()
+        click.echo(f"  {name}: {summary['ok']} answered, {summary['failed']} failed of {summary['sent']} sent")
 
 
 def _print_predictions(name: str, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:

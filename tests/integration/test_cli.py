@@ -22,14 +22,17 @@ def test_models_list(demo_home: Path) -> None:
     assert any(line.startswith("minilm") and "int8" in line for line in lines)
 
 
-def test_demo_prints_predictions_and_stage_timings(demo_home: Path) -> None:
-    result = _workbench("demo", "--rounds", "3", home=demo_home)
+def test_demo_serves_on_a_local_cluster_and_shows_latency(demo_home: Path) -> None:
+    result = _workbench("demo", "--seconds", "3", "--rate", "40", home=demo_home)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "tabular: up to date" in out and "text: up to date" in out
-    for expected in ("label=", "risk_bucket=", "topic=", "confidence=", "tokenize", "encoder", "impute", "total",
-                     "CPUExecutionProvider"):
+    assert "Dask cluster: 2 workers" in out and "Dask dashboard: http://" in out
+    for expected in ("label=", "risk_bucket=", "topic=", "confidence=", "p50", "p99", "req/s", "tokenize", "encoder",
+                     "impute", "transfer", "end to end", "batch sizes"):
         assert expected in out, expected
+    answered = [line for line in out.splitlines() if "answered" in line]
+    assert len(answered) == 2 and all(" 0 failed" in line for line in answered), answered
 
 
 def test_unknown_demo_is_a_clean_error(demo_home: Path) -> None:

@@ -82,6 +82,7 @@ class DaskBackend:
 
     async def _start(self) -> DaskBackend:
         self.client.subscribe_topic(EVENTS_TOPIC, self.pool.on_event)
+        await self.refresh_workers()
         self._reconciler = asyncio.get_running_loop().create_task(self._reconcile(), name="workbench-reconcile")
         return self
 

@@ -132,5 +132,7 @@ class DaskRunner:
             raise decode_error(reply["error"])
         round_trip_ms = (time.perf_counter_ns() - sent_ns) / 1e6
         timings = dict(reply["timings"])
-        timings["transfer"] = max(round_trip_ms - reply["worker_ms"], 0.0)
+        # NOTE: everything of the round trip outside the stages (comm, (de)serialising, the worker's
+        # thread hand-off) counts as transfer, so that a request's timings add up to its total.
+        timings["transfer"] = max(round_trip_ms - sum(timings.values()), 0.0)
         return Prediction(decode_tensors(reply["outputs"]), timings)

@@ -12,13 +12,17 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from workbench.config import BatchingConfig
 from workbench.engine import Engine
 from workbench.pipeline.graph import Pipeline, Prediction
+
+if TYPE_CHECKING:
+    from workbench.backend.autoscale import ScalingPolicy
+    from workbench.backend.offline import BatchReport, Columns
 
 __all__ = ["Workbench"]
 
@@ -113,10 +117,48 @@ class Workbench:
         future = self._portal.start_task_soon(self.engine.predict, name, inputs)
         return await asyncio.wrap_future(future)
 
+    def batch(self, target: Pipeline | str | Path, source: Any, destination: str | Path | None = None, *,
+              batch_size: int | None = None, columns: Columns | None = None, overwrite: bool = False,
+              progress: bool = True) -> BatchReport:
+        """Map a pipeline over a whole dataset, partition by partition, on every worker (offline batch).
+
+        Parameters
+        ----------
+        target
+            A deployed name (its warm workers run it), a :class:`Pipeline`, a pipeline file or a demo name.
+        source
+            Parquet or CSV paths (file, folder, glob or list), a pandas or Dask DataFrame, or a NumPy or Dask array.
+        destination
+            A folder to write the predictions to as Parquet; ``None`` returns them in ``report.output``.
+        batch_size
+            Rows per pipeline call on a worker (default 256).
+        columns
+            The columns that feed the inputs when their names do not say it: a list, or ``{input: columns}``.
+        overwrite
+            Replace a destination folder that is not empty.
+        progress
+            Show Dask's progress bar (text in a terminal, a widget in a notebook).
+
+        Examples
+        --------
+        >>> report = wb.batch("tabular", "rows/*.parquet", "predictions/")   # doctest: +SKIP
+        >>> report.rows, report.seconds, report.rows_per_s                    # doctest: +SKIP
+        """
+        return self._call(self.engine.batch, target, source, destination, batch_size=batch_size, columns=columns,
+                          overwrite=overwrite, progress=progress)
+
     # -- knobs and numbers -------------------------------------------------------------
     def set_batching(self, name: str, **changes: Any) -> BatchingConfig:
-        """Change ``max_batch_size``, ``max_delay_ms``, ``mode`` or ``max_in_flight``; applies to the next batch."""
+        """Change ``max_batch_size``, ``max_delay_ms``, ``mode`` or ``max_in_flight``; applies to the next batch.
+
+        ``mode="auto", target_p99_ms=30`` hands the two first knobs to the auto-tuner
+        (``stats(name)["autotune"]`` says what it chose and why).
+        """
         return self._call_sync(self.engine.set_batching, name, **changes)
+
+    def set_latency_target(self, name: str, target_p99_ms: float | None) -> None:
+        """Set the p99 latency (ms) to meet (``None`` clears it); in mode ``"auto"`` the tuner aims at it."""
+        self._call_sync(self.engine.set_latency_target, name, target_p99_ms)
 
     def stats(self, name: str) -> dict[str, Any]:
         """Rolling p50/p95/p99, throughput, queue depth, batch sizes, per-stage timings, knobs and workers."""
@@ -129,6 +171,54 @@ class Workbench:
     def dashboard_link(self) -> str | None:
         """The Dask dashboard of the cluster (``None`` in-process)."""
         return self.describe().get("dashboard_link")
+
+    # -- autoscaling -------------------------------------------------------------------
+    def autoscale(self, minimum: int | None, maximum: int | None = None, *, interval_s: float = 1.0,
+                  wait_count: int = 3, window_s: float = 10.0, cluster: Any = None,
+                  policy: ScalingPolicy | Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Let the number of workers follow the traffic, between ``minimum`` and ``maximum``.
+
+        Workers are added when requests queue up, or when a p99 exceeds the
+        deployment's latency target (:meth:`set_latency_target`) while the
+        workers are busy; they are removed when the workers are mostly idle and
+        latency is comfortably under target. Every decision, with the numbers
+        behind it, is in :meth:`autoscaling` and ``stats(name)["autoscaling"]``.
+
+        Parameters
+        ----------
+        minimum, maximum
+            Bounds on the number of workers; ``autoscale(None)`` turns autoscaling off.
+        interval_s
+            Seconds between two decisions.
+        wait_count
+            Decisions in a row that must choose a worker before it is removed.
+        window_s
+            Longest stretch of the recent past the figures cover.
+        cluster
+            The cluster manager to scale when this Workbench did not start one
+            (``Workbench.connect``): a dask-kubernetes ``KubeCluster``, a dask-jobqueue cluster, ...
+        policy
+            Thresholds of the rule (:class:`~workbench.backend.autoscale.ScalingPolicy` or its fields).
+
+        Examples
+        --------
+        >>> wb = Workbench.local(workers=1)                                 # doctest: +SKIP
+        >>> wb.deploy("tabular")                                            # doctest: +SKIP
+        >>> wb.set_latency_target("tabular", 20)                            # doctest: +SKIP
+        >>> wb.autoscale(1, 4, interval_s=0.5)                              # doctest: +SKIP
+        >>> wb.autoscaling()["decisions"][-1]["reason"]                     # doctest: +SKIP
+        'tabular: p99 31.2 ms > target 20 ms (utilisation 93% of 1 threads)'
+        """
+        return self._call_sync(self.engine.autoscale, minimum, maximum, interval_s=interval_s,
+                               wait_count=wait_count, window_s=window_s, cluster=cluster, policy=policy)
+
+    def stop_autoscaling(self) -> None:
+        """Stop autoscaling; the cluster keeps the workers it has."""
+        self._call_sync(self.engine.stop_autoscaling)
+
+    def autoscaling(self, name: str | None = None) -> dict[str, Any]:
+        """Autoscaling settings, the latest target and why, and the recent scaling decisions."""
+        return self._call_sync(self.engine.autoscaling, name)
 
     # -- lifetime ----------------------------------------------------------------------
     def close(self) -> None:

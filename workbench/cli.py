@@ -146,5 +146,38 @@ def _fmt(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, (float, np.floating)) else str(value)
 
 
+@main.command()
+@click.argument("pipeline")
+@click.argument("source", metavar="INPUT")
+@click.argument("destination", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Workers of the local cluster started for the run.")
+@click.option("--scheduler", default=None,
+              help="Run on this cluster (e.g. tcp://10.0.0.5:8786) instead; its deployed pipelines can be named.")
+@click.option("--batch-size", type=int, default=None, help="Rows per pipeline call on a worker [default: 256].")
+@click.option("--columns", default=None, help="Comma-separated columns that feed the input, e.g. f0,f1,f2.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT when it is a folder that is not empty.")
+def batch(pipeline: str, source: str, destination: Path, workers: int, scheduler: str | None,
+          batch_size: int | None, columns: str | None, overwrite: bool) -> None:
+    """Map PIPELINE (demo name, pipeline file or deployed name) over INPUT into OUTPUT.
+
+    INPUT is Parquet or CSV (a file, a folder or a quoted glob); OUTPUT is a folder of
+    Parquet files with one row per input row, in the same order.
+    """
+    from workbench.api import Workbench
+    from workbench.errors import WorkbenchError
+
+    chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    try:
+        wb = Workbench.connect(scheduler) if scheduler else Workbench.local(workers=workers)
+        with wb:
+            report = wb.batch(pipeline, source, destination, batch_size=batch_size, columns=chosen,
+                              overwrite=overwrite)
+    except (WorkbenchError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(report.summary())
+    click.echo(f"rows={report.rows} seconds={report.seconds:.3f} rows_per_s={report.rows_per_s:.1f}")
+
+
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ from workbench.models.session import SessionConfig
 __all__ = ["BATCHING_MODES", "BatchingConfig", "WorkbenchSettings"]
 
 #: How a batcher forms batches.
-BATCHING_MODES = ("dynamic", "realtime")
+BATCHING_MODES = ("dynamic", "realtime", "auto")
 
 
 class WorkbenchSettings(BaseSettings):
@@ -61,7 +61,9 @@ class BatchingConfig:
         Longest a request waits for others to join its batch once the batcher
         is free to dispatch; ``0`` never waits.
     mode
-        ``"dynamic"`` (the default) or ``"realtime"`` (batches of one request, no wait).
+        ``"dynamic"`` (the default), ``"realtime"`` (batches of one request, no wait) or
+        ``"auto"`` (batches like ``"dynamic"``, while an auto-tuner moves ``max_batch_size``
+        and ``max_delay_ms`` towards a p99 latency target).
     max_in_flight
         Batches dispatched at once (one per worker that can run them).
     """
@@ -70,6 +72,7 @@ class BatchingConfig:
     max_delay_ms: float = 5.0
     mode: str = "dynamic"
     max_in_flight: int = 1
+    max_queue: int = 2048
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
@@ -80,6 +83,8 @@ class BatchingConfig:
             raise ValueError(f"mode must be one of {BATCHING_MODES}, not {self.mode!r}")
         if not isinstance(self.max_in_flight, int) or self.max_in_flight < 1:
             raise ValueError("max_in_flight must be an integer >= 1")
+        if not isinstance(self.max_queue, int) or self.max_queue < 1:
+            raise ValueError("max_queue must be an integer >= 1")
 
     def updated(self, **changes: Any) -> BatchingConfig:
         """A copy with ``changes`` applied (checked); ``None`` values are ignored."""

@@ -14,13 +14,18 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from workbench.backend.inprocess import InProcessBackend
+from workbench.batching.autotune import AutoTuner, Decision, TuningRules
 from workbench.batching.batcher import DynamicBatcher, RunBatch
 from workbench.config import BatchingConfig
 from workbench.errors import NotDeployed, WorkbenchError
 from workbench.pipeline.graph import Pipeline, Prediction
+
+if TYPE_CHECKING:
+    from workbench.backend.autoscale import Autoscaler, ScalingPolicy
+    from workbench.backend.offline import BatchReport, Columns
 
 __all__ = ["Backend", "Deployment", "Engine", "resolve_pipeline"]
 
@@ -77,6 +82,10 @@ class Deployment:
     pinned_in_flight: bool = False
     deployed_at: float = field(default_factory=time.time)
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
+    latency_target_ms: float | None = None
+    """The p99 latency (ms) to meet: the auto-tuner's target in mode ``"auto"``."""
+    autotuner: AutoTuner | None = field(default=None, repr=False)
+    """Moves the knobs towards ``latency_target_ms`` while the mode is ``"auto"``."""
 
     @property
     def variants(self) -> dict[str, str]:
@@ -95,6 +104,7 @@ class Deployment:
             "spec": self.pipeline.to_dict(), "generation": self.generation, "placement": self.placement,
             "batching": {"max_batch_size": config.max_batch_size, "max_delay_ms": config.max_delay_ms,
                          "mode": config.mode},
+            "latency_target_ms": self.latency_target_ms,
         }
 
 
@@ -104,6 +114,7 @@ class Engine:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._deployments: dict[str, Deployment] = {}
+        self._autoscaler: Autoscaler | None = None
         backend.on_workers_changed(self._workers_changed)
 
     @classmethod
@@ -127,7 +138,10 @@ class Engine:
 
     async def close(self) -> None:
         """Finish what is in flight, then stop the batchers and the backend."""
+        self.stop_autoscaling()
         for deployment in list(self._deployments.values()):
+            if deployment.autotuner is not None:
+                await deployment.autotuner.stop()
             await deployment.batcher.close()
         self._deployments.clear()
         await self.backend.close()
@@ -152,12 +166,21 @@ class Engine:
         name = name or pipeline.name
         if name in self._deployments:
             raise WorkbenchError(f"a pipeline is already deployed as {name!r}; undeploy it or swap its variant", 409)
-        config = batching if isinstance(batching, BatchingConfig) else BatchingConfig(**dict(batching or {}))
+        settings = dict(batching) if isinstance(batching, Mapping) else {}
+        target_p99_ms = settings.pop("target_p99_ms", None)
+        config = batching if isinstance(batching, BatchingConfig) else BatchingConfig(**settings)
+        if config.mode == "auto" and target_p99_ms is None:
+            raise ValueError("mode 'auto' needs a latency target: add target_p99_ms to batching")
+        if target_p99_ms is not None:
+            TuningRules(target_p99_ms=target_p99_ms)
         generation = 1
         runner = await self.backend.deploy(name, generation, pipeline, placement)
         deployment = self._add(name, pipeline, generation, placement, runner, config, pinned="max_in_flight" in (
             batching if isinstance(batching, Mapping) else {}))
         deployment.record("deployed", variants=deployment.variants, placement=placement)
+        if target_p99_ms is not None:
+            deployment.latency_target_ms = float(target_p99_ms)
+            self._follow_target(deployment)
         await self.backend.publish(name, deployment.state())
         return deployment
 
@@ -183,6 +206,9 @@ class Engine:
             deployment = self._add(name, pipeline, state["generation"], state["placement"], runner,
                                    BatchingConfig(**state["batching"]), pinned=False)
             deployment.record("attached", generation=state["generation"])
+            # NOTE: the target is cluster state; each serving process tunes its own batcher towards it.
+            deployment.latency_target_ms = state.get("latency_target_ms")
+            self._follow_target(deployment)
             attached.append(name)
         return attached
 
@@ -190,6 +216,8 @@ class Engine:
         """Stop serving ``name``: queued requests are answered first, then the workers drop it."""
         deployment = self.deployment(name)
         del self._deployments[name]
+        if deployment.autotuner is not None:
+            await deployment.autotuner.stop()
         await deployment.batcher.close()
         await self.backend.retire(name, deployment.generation)
         await self.backend.publish(name, None)
@@ -223,23 +251,107 @@ class Engine:
         while getattr(runner, "in_flight", 0) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
+    # -- offline batch -----------------------------------------------------------------
+    async def batch(self, target: Pipeline | str | Path, source: Any, destination: str | Path | None = None, *,
+                    batch_size: int | None = None, columns: Columns | None = None, overwrite: bool = False,
+                    progress: bool = True) -> BatchReport:
+        """Map a pipeline (deployed name, object, file or demo name) over a dataset on every worker.
+
+        A deployed pipeline runs on its warm workers; see :func:`workbench.backend.offline.run_batch`.
+        """
+        from workbench.backend.dask import DaskBackend
+        from workbench.backend.offline import run_batch
+        from workbench.backend.worker import plugin_name
+
+        deployment = self._deployments.get(target) if isinstance(target, str) else None
+        pipeline = deployment.pipeline if deployment else resolve_pipeline(target, load=self.backend.loads_locally)
+        return await run_batch(pipeline, source, destination,
+                               client=self.backend.client if isinstance(self.backend, DaskBackend) else None,
+                               deployment=plugin_name(deployment.name, deployment.generation) if deployment else None,
+                               batch_size=batch_size, columns=columns, overwrite=overwrite, progress=progress)
+
     # -- requests and knobs ------------------------------------------------------------
-    async def predict(self, name: str, inputs: Mapping[str, Any]) -> Prediction:
-        """Validate a request, queue it for its pipeline's batcher and await its outputs and timings."""
+    async def predict(self, name: str, inputs: Mapping[str, Any], *, timeout_s: float | None = None) -> Prediction:
+        """Validate a request, queue it for its pipeline's batcher and await its outputs and timings.
+
+        ``timeout_s`` is the request's deadline: if it has not been dispatched by
+        then, it fails with :class:`~workbench.batching.DeadlineExceeded` and is not run.
+        """
         deployment = self.deployment(name)
         tensors = deployment.pipeline.validate(inputs)
-        return await deployment.batcher.submit(tensors)
+        return await deployment.batcher.submit(tensors, timeout_s=timeout_s)
 
     def set_batching(self, name: str, **changes: Any) -> BatchingConfig:
-        """Change a deployment's knobs; they apply from the next batch."""
+        """Change a deployment's knobs; they apply from the next batch.
+
+        ``mode="auto"`` starts the auto-tuner towards ``target_p99_ms`` (or the target set
+        with :meth:`set_latency_target`); another mode stops it, leaving the knobs where they are.
+        """
         deployment = self.deployment(name)
+        target = changes.pop("target_p99_ms", None)
+        if target is not None:
+            TuningRules(target_p99_ms=target)  # NOTE: checked before any knob changes
+        mode = changes.get("mode") or deployment.batcher.config.mode
+        if mode == "auto" and target is None and deployment.latency_target_ms is None:
+            raise ValueError("mode 'auto' needs a latency target: pass target_p99_ms=... or call "
+                             "set_latency_target first")
         config = deployment.batcher.set_batching(**changes)
+        if target is not None:
+            deployment.latency_target_ms = float(target)
+            changes["target_p99_ms"] = target
         if changes.get("max_in_flight") is not None:
             deployment.pinned_in_flight = True
         deployment.record("batching", **{k: v for k, v in changes.items() if v is not None})
+        self._follow_target(deployment)
         # NOTE: keeping the cluster's copy current is not on the caller's path.
         asyncio.get_running_loop().create_task(self.backend.publish(name, deployment.state()))
         return config
+
+    def set_latency_target(self, name: str, target_p99_ms: float | None) -> None:
+        """Set the p99 latency (ms) a deployment should meet; ``None`` clears it.
+
+        In mode ``"auto"`` the auto-tuner aims at it from its next decision (and stops
+        when it is cleared); ``set_batching(name, mode="auto")`` starts the tuner.
+        """
+        deployment = self.deployment(name)
+        if target_p99_ms is not None:
+            TuningRules(target_p99_ms=target_p99_ms)
+        deployment.latency_target_ms = None if target_p99_ms is None else float(target_p99_ms)
+        deployment.record("latency_target", target_p99_ms=deployment.latency_target_ms)
+        self._follow_target(deployment)
+        asyncio.get_running_loop().create_task(self.backend.publish(name, deployment.state()))
+
+    def _follow_target(self, deployment: Deployment) -> None:
+        """Run the auto-tuner while the mode is ``"auto"`` and a target is set; stop it otherwise."""
+        tuner, target = deployment.autotuner, deployment.latency_target_ms
+        if deployment.batcher.config.mode == "auto" and target is not None:
+            if tuner is None:
+                def record(decision: Decision) -> None:
+                    deployment.record("autotune", action=decision.action, max_batch_size=decision.knobs.max_batch_size,
+                                      max_delay_ms=decision.knobs.max_delay_ms, reason=decision.reason)
+
+                tuner = deployment.autotuner = AutoTuner(deployment.batcher, TuningRules(target_p99_ms=target),
+                                                         on_decision=record)
+                tuner.start()
+                deployment.record("autotune_started", target_p99_ms=target)
+            elif tuner.rules.target_p99_ms != target:
+                tuner.retarget(target)
+        elif tuner is not None:
+            # NOTE: cancelling between two decisions is safe: the tuner only ever calls set_batching.
+            tuner.cancel()
+            deployment.autotuner = None
+            config = deployment.batcher.config
+            deployment.record("autotune_stopped", mode=config.mode, target_p99_ms=target,
+                              max_batch_size=config.max_batch_size, max_delay_ms=config.max_delay_ms)
+
+    @staticmethod
+    def _autotune_state(deployment: Deployment) -> dict[str, Any]:
+        if deployment.autotuner is not None:
+            return deployment.autotuner.snapshot()
+        mode = deployment.batcher.config.mode
+        reason = ("mode 'auto' with no latency target: set one to start the tuner" if mode == "auto"
+                  else f"mode {mode!r}: the knobs stay where they are set")
+        return {"running": False, "target_p99_ms": deployment.latency_target_ms, "reason": reason}
 
     def _workers_changed(self) -> None:
         for deployment in self._deployments.values():
@@ -251,6 +363,58 @@ class Engine:
             threads = self.backend.threads(deployment.name, deployment.generation)
             if threads and threads != deployment.batcher.config.max_in_flight:
                 deployment.batcher.set_batching(max_in_flight=threads)
+
+    # -- autoscaling -------------------------------------------------------------------
+    def autoscale(self, minimum: int | None, maximum: int | None = None, *, interval_s: float = 1.0,
+                  wait_count: int = 3, window_s: float = 10.0, cluster: Any = None,
+                  policy: ScalingPolicy | Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Let the number of workers follow the traffic, between ``minimum`` and ``maximum``.
+
+        Queue depth, utilisation and recent p99 against each deployment's latency
+        target (:meth:`set_latency_target`) decide; see :mod:`workbench.backend.autoscale`.
+        ``autoscale(None)`` turns it off. ``cluster`` is the cluster manager to scale
+        when this engine did not start one (a dask-kubernetes ``KubeCluster``, a
+        dask-jobqueue ``SLURMCluster``, ...); by default it is the ``LocalCluster``
+        of :meth:`local`. Returns :meth:`autoscaling`.
+        """
+        if minimum is None:
+            self.stop_autoscaling()
+            return self.autoscaling()
+        if maximum is None:
+            raise ValueError("autoscale needs a maximum number of workers: autoscale(minimum, maximum)")
+        if self.backend.kind != "dask":
+            raise WorkbenchError("autoscaling adds and removes Dask workers, and this workbench runs batches "
+                                 "in-process: start it with Workbench.local(...) or Workbench.connect(...)", 409)
+        cluster = cluster if cluster is not None else getattr(self.backend, "cluster", None)
+        if cluster is None:
+            raise WorkbenchError(
+                "no cluster manager to scale: this workbench is attached to a running scheduler by address "
+                "(Workbench.connect), and only what started the workers can add or remove them. Pass that "
+                "cluster object (a dask-kubernetes KubeCluster, a dask-jobqueue cluster, ...) as "
+                "autoscale(..., cluster=cluster), or scale the cluster with its own tooling", 409)
+        from workbench.backend.autoscale import Autoscaler, ScalingPolicy
+
+        if not isinstance(policy, ScalingPolicy):
+            policy = ScalingPolicy(**dict(policy or {}))
+        if self._autoscaler is None:
+            self._autoscaler = Autoscaler(self)
+        self._autoscaler.start(cluster, minimum, maximum, interval_s=interval_s, wait_count=wait_count,
+                               window_s=window_s, policy=policy)
+        return self.autoscaling()
+
+    def stop_autoscaling(self) -> None:
+        """Stop autoscaling; the cluster keeps the workers it has."""
+        if self._autoscaler is not None:
+            self._autoscaler.stop()
+
+    def autoscaling(self, name: str | None = None) -> dict[str, Any]:
+        """Whether autoscaling is on, its settings, the latest target and why, and the recent scaling decisions.
+
+        With ``name``, the latest figures are that deployment's, with its latency target.
+        """
+        target = self.deployment(name).latency_target_ms if name is not None else None
+        view = self._autoscaler.view(name) if self._autoscaler is not None else {"enabled": False, "decisions": []}
+        return {**view, "latency_target_ms": target} if name is not None else view
 
     # -- reading -----------------------------------------------------------------------
     def stats(self, name: str) -> dict[str, Any]:
@@ -265,6 +429,8 @@ class Engine:
             "backend": self.backend.kind,
             "workers": self.backend.workers(name, deployment.generation),
             "redispatched": getattr(deployment.runner, "redispatched", 0),
+            "autotune": self._autotune_state(deployment),
+            "autoscaling": self.autoscaling(name),
             "events": list(deployment.events)[-20:],
         })
         return stats

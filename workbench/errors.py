@@ -21,6 +21,8 @@ the built-in kinds they already expect.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BackendUnavailable",
     "InvalidInput",
@@ -45,6 +47,18 @@ class WorkbenchError(Exception):
         self.message = message
         if status_code is not None:
             self.status_code = status_code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # NOTE: subclasses take other constructor arguments; rebuild from the state instead,
+        # so an error raised in a Dask task reaches the caller whole (kind, tensor, stage).
+        return _rebuild_error, (type(self), self.message, dict(self.__dict__))
+
+
+def _rebuild_error(kind: type[WorkbenchError], message: str, state: dict[str, Any]) -> WorkbenchError:
+    error = kind.__new__(kind)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 class InvalidInput(WorkbenchError, ValueError):

@@ -123,7 +123,14 @@ class DaskBackend:
         if placement not in ("fused", "by-resource"):
             raise WorkbenchError(f"placement must be 'fused' or 'by-resource', not {placement!r}", 400)
         plugin = DeploymentPlugin(name, generation, pipeline.to_dict())
-        replies = await self.client.register_plugin(plugin, name=plugin.name)
+        try:
+            replies = await self.client.register_plugin(plugin, name=plugin.name)
+        except BaseException:
+            # NOTE: the scheduler keeps a plugin whose setup failed on a worker, and would set it up
+            # again on every worker that joins: take it back, so a refused deploy leaves nothing behind.
+            with contextlib.suppress(Exception):
+                await self.client.unregister_worker_plugin(plugin.name)
+            raise
         workers = await self.refresh_workers()
         for address in replies:
             info = workers.get(address, {})
@@ -174,7 +181,8 @@ class DaskBackend:
         await self.client.set_metadata(METADATA_KEY, published)
 
     async def published(self) -> dict[str, Any]:
-        return dict(await self.client.get_metadata(METADATA_KEY, default={}))
+        # NOTE: Dask's msgpack hands lists back as tuples; a pipeline spec wants its lists back.
+        return dict(_lists(await self.client.get_metadata(METADATA_KEY, default={})))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -186,6 +194,15 @@ class DaskBackend:
                 for address, w in self._workers.items()
             },
         }
+
+
+def _lists(value: Any) -> Any:
+    """``value`` with every tuple turned back into a list, at any depth."""
+    if isinstance(value, dict):
+        return {key: _lists(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(item) for item in value]
+    return value
 
 
 def _describe_deployment(name: str, dask_worker: Any = None) -> dict[str, Any] | None:

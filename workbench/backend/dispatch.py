@@ -2,9 +2,10 @@
 
 The batch goes straight to the worker's ``workbench_run`` handler over Dask's
 own connection pool (no scheduler, no task). A call that fails because the
-worker is gone (connection closed, refused, reset) is sent to another worker
-that holds the deployment; when none is left the call waits a while for one
-to come back (a nanny restarts a killed worker in seconds) and otherwise fails
+worker is gone (connection closed, refused, reset), or whose worker leaves the
+cluster while the call waits, is sent to another worker that holds the
+deployment; when none is left the call waits a while for one to come back (a
+nanny restarts a killed worker in seconds) and otherwise fails
 with :class:`~workbench.errors.BackendUnavailable`. A request is answered or
 gets an explicit error; it is never lost or left hanging.
 """
@@ -66,6 +67,7 @@ class DaskRunner:
         self.timeout_s = timeout_s
         self.in_flight = 0
         self.redispatched = 0
+        self._labels = ["+".join(s.stages) for s in self.segments] if self.segments is not None else []
 
     @property
     def key(self) -> tuple[str, int]:
@@ -104,11 +106,28 @@ class DaskRunner:
                 continue
             slot.in_flight += 1
             sent = time.perf_counter_ns()
+            call = asyncio.ensure_future(asyncio.wait_for(
+                getattr(self._rpc(slot.address), HANDLER)(
+                    deployment=self.deployment, generation=self.generation, segment=segment, tensors=message),
+                self.timeout_s))
+            # NOTE: a worker killed while idle is only found out by the next call to it, and Dask
+            # retries a refused connection for its whole connect timeout (30 s by default). The
+            # scheduler drops a dead worker at once and the pool then forgets it: stop waiting then.
+            lost = self._pool.watch_lost(slot.address)
             try:
-                reply = await asyncio.wait_for(
-                    getattr(self._rpc(slot.address), HANDLER)(
-                        deployment=self.deployment, generation=self.generation, segment=segment, tensors=message),
-                    self.timeout_s)
+                done, _ = await asyncio.wait((call, lost), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                slot.in_flight -= 1
+                self._pool.unwatch(slot.address, lost)
+                if not call.done():
+                    call.cancel()
+                    call.add_done_callback(_read_outcome)
+            if call not in done:  # the worker left the cluster while it had the batch
+                failed.add(slot.address)
+                self.redispatched += 1
+                continue
+            try:
+                reply = call.result()
             except TimeoutError:
                 raise WorkbenchError(f"pipeline {self.deployment!r}: worker {slot.address} took longer than "
                                      f"{self.timeout_s:g} s for one batch", 504) from None
@@ -117,13 +136,14 @@ class DaskRunner:
                 failed.add(slot.address)
                 self.redispatched += 1
                 continue
-            finally:
-                slot.in_flight -= 1
             if reply.get("missing"):
                 # NOTE: the worker no longer (or not yet) holds this generation; try another.
                 self._pool.discard(self.key, slot.address)
                 failed.add(slot.address)
                 continue
+            if "error" not in reply:
+                label = "pipeline" if segment is None else self._labels[segment]
+                slot.ran[label] = slot.ran.get(label, 0) + 1
             return self._prediction(reply, sent)
 
     @staticmethod
@@ -136,3 +156,9 @@ class DaskRunner:
         # thread hand-off) counts as transfer, so that a request's timings add up to its total.
         timings["transfer"] = max(round_trip_ms - sum(timings.values()), 0.0)
         return Prediction(decode_tensors(reply["outputs"]), timings)
+
+
+def _read_outcome(call: asyncio.Future[Any]) -> None:
+    """Read an abandoned call's outcome, so that asyncio does not report it as never retrieved."""
+    if not call.cancelled():
+        call.exception()

@@ -29,6 +29,8 @@ class WorkerSlot:
     nthreads: int = 1
     providers: dict[str, str | None] = field(default_factory=dict)
     in_flight: int = 0
+    #: Batches this worker answered, by what it ran (``"pipeline"`` fused, else the segment's stages).
+    ran: dict[str, int] = field(default_factory=dict)
 
     @property
     def has_gpu(self) -> bool:
@@ -36,7 +38,7 @@ class WorkerSlot:
 
     def describe(self) -> dict[str, Any]:
         return {"address": self.address, "resources": self.resources, "nthreads": self.nthreads,
-                "providers": self.providers, "in_flight": self.in_flight}
+                "providers": self.providers, "in_flight": self.in_flight, "ran": dict(self.ran)}
 
 
 class WorkerPool:
@@ -50,6 +52,7 @@ class WorkerPool:
         self._changed = asyncio.Event()
         self._turn = itertools.count()
         self._on_change = on_change
+        self._lost: dict[str, set[asyncio.Future[None]]] = {}
 
     # -- membership -------------------------------------------------------------------
     def on_event(self, event: tuple[float, Mapping[str, Any]]) -> None:
@@ -83,6 +86,9 @@ class WorkerPool:
     def forget_worker(self, address: str) -> None:
         """Drop a worker from every deployment (it died or left the cluster)."""
         removed = [slots.pop(address) for slots in self._ready.values() if address in slots]
+        for watcher in self._lost.pop(address, ()):
+            if not watcher.done():
+                watcher.set_result(None)
         if removed:
             self._notify()
 
@@ -130,6 +136,22 @@ class WorkerPool:
             key=lambda item: (item[1].in_flight / max(item[1].nthreads, 1),
                               resource == "cpu" and item[1].has_gpu, (item[0] - turn) % len(candidates)),
         )[1]
+
+    def watch_lost(self, address: str) -> asyncio.Future[None]:
+        """A future that is done once ``address`` is forgotten (see :meth:`forget_worker`).
+
+        Give it back with :meth:`unwatch` when it is no longer needed.
+        """
+        watcher: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._lost.setdefault(address, set()).add(watcher)
+        return watcher
+
+    def unwatch(self, address: str, watcher: asyncio.Future[None]) -> None:
+        watchers = self._lost.get(address)
+        if watchers is not None:
+            watchers.discard(watcher)
+            if not watchers:
+                del self._lost[address]
 
     async def wait_for_change(self, timeout_s: float) -> None:
         """Return when the set of ready workers changes, or after ``timeout_s``."""

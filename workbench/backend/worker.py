@@ -23,7 +23,7 @@ from typing import Any
 from distributed import Worker, WorkerPlugin
 
 from workbench.backend.wire import decode_tensors, encode_error, encode_tensors
-from workbench.pipeline.graph import Pipeline, Prediction, Segment
+from workbench.pipeline.graph import Pipeline, Segment
 
 __all__ = ["EVENTS_TOPIC", "HANDLER", "DeploymentPlugin", "plugin_name"]
 
@@ -87,14 +87,6 @@ class DeploymentPlugin(WorkerPlugin):
             "providers": providers,
         }
 
-    def run(self, segment: int | None, tensors: dict[str, Any]) -> Prediction:
-        pipeline = self.pipeline
-        assert pipeline is not None
-        if segment is None:
-            return pipeline.execute(tensors)
-        return pipeline.execute_segment(self.segments[segment], tensors)
-
-
 def install_handler(worker: Worker) -> None:
     """Add the batch handler to the worker's comm server (once per worker)."""
     if HANDLER not in worker.handlers:
@@ -106,22 +98,21 @@ async def _run_batch(worker: Worker, deployment: str, generation: int, segment: 
                      tensors: dict[str, Any]) -> dict[str, Any]:
     """Run one batch (or one segment of it) in the worker's thread pool.
 
-    Returns ``{"outputs", "timings", "worker_ms"}``, ``{"error": ...}`` for a
+    Returns ``{"outputs", "timings"}``, ``{"error": ...}`` for a
     failure of the batch itself, or ``{"missing": True}`` when this worker does
     not hold that generation (the caller then tries another worker).
     """
-    began = time.perf_counter_ns()
     plugin = worker.plugins.get(plugin_name(deployment, generation))
-    if not isinstance(plugin, DeploymentPlugin) or plugin.pipeline is None:
+    # NOTE: hold the pipeline itself: a teardown (swap, scale-down) during the batch must not pull it away.
+    pipeline = plugin.pipeline if isinstance(plugin, DeploymentPlugin) else None
+    if pipeline is None:
         return {"missing": True}
+    assert isinstance(plugin, DeploymentPlugin)
+    run = (functools.partial(pipeline.execute) if segment is None
+           else functools.partial(pipeline.execute_segment, plugin.segments[segment]))
     try:
         arrays = decode_tensors(tensors)
-        executor = worker.executors["default"]
-        prediction = await asyncio.get_running_loop().run_in_executor(executor, plugin.run, segment, arrays)
+        prediction = await asyncio.get_running_loop().run_in_executor(worker.executors["default"], run, arrays)
     except Exception as exc:  # the batch's own failure: the caller's requests get it, the worker goes on
         return {"error": encode_error(exc)}
-    return {
-        "outputs": encode_tensors(prediction.outputs),
-        "timings": prediction.timings_ms,
-        "worker_ms": (time.perf_counter_ns() - began) / 1e6,
-    }
+    return {"outputs": encode_tensors(prediction.outputs), "timings": prediction.timings_ms}

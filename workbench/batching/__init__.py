@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from workbench.batching.autotune import AutoTuner, TuningRules
 from workbench.batching.batch import merge, split
-from workbench.batching.batcher import BatcherClosed, DynamicBatcher
+from workbench.batching.batcher import BatcherClosed, DeadlineExceeded, DynamicBatcher, Overloaded
 
-__all__ = ["BatcherClosed", "DynamicBatcher", "merge", "split"]
+__all__ = ["AutoTuner", "BatcherClosed", "DeadlineExceeded", "DynamicBatcher", "Overloaded", "TuningRules", "merge",
+           "split"]

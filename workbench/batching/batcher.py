@@ -28,11 +28,11 @@ import numpy as np
 
 from workbench.batching.batch import merge, split
 from workbench.config import BatchingConfig
-from workbench.errors import WorkbenchError
+from workbench.errors import BackendUnavailable, WorkbenchError
 from workbench.monitor.stats import BatcherStats
 from workbench.pipeline.graph import Prediction
 
-__all__ = ["BatcherClosed", "DynamicBatcher"]
+__all__ = ["BatcherClosed", "DeadlineExceeded", "DynamicBatcher", "Overloaded"]
 
 RunBatch = Callable[[dict[str, np.ndarray]], Awaitable[Prediction]]
 
@@ -40,6 +40,29 @@ RunBatch = Callable[[dict[str, np.ndarray]], Awaitable[Prediction]]
 _GAP_SMOOTHING = 0.2
 #: How many usual gaps the batcher waits for one more request before it dispatches.
 _PATIENCE = 2.0
+
+
+class Overloaded(WorkbenchError):
+    """The pipeline's queue is full: the request is refused at once (HTTP 429) instead of waiting."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(WorkbenchError):
+    """The request's deadline passed before it could run; it was not run."""
+
+    status_code = 504
+
+
+def _may_be_one_request(exc: Exception) -> bool:
+    """Whether a batch's failure could come from one of its requests (not from the backend as a whole)."""
+    if isinstance(exc, BackendUnavailable | BatcherClosed):
+        return False
+    return not (isinstance(exc, WorkbenchError) and exc.status_code in (503, 504))
 
 
 class BatcherClosed(WorkbenchError):
@@ -54,6 +77,7 @@ class _Pending:
     rows: int
     future: asyncio.Future[Prediction]
     enqueued_ns: int
+    deadline_ns: int | None = None
     pulled_ns: int = 0
 
 
@@ -95,6 +119,7 @@ class DynamicBatcher:
         self._service_ns = 0.0
         self._last_arrival_ns = 0
         self._closed = False
+        self.isolated_batches = 0
 
     # -- knobs -------------------------------------------------------------------------
     @property
@@ -124,12 +149,21 @@ class DynamicBatcher:
         return len(self._in_flight)
 
     # -- requests ----------------------------------------------------------------------
-    async def submit(self, tensors: dict[str, np.ndarray]) -> Prediction:
-        """Queue one request (already validated tensors) and await its share of a batch."""
+    async def submit(self, tensors: dict[str, np.ndarray], *, timeout_s: float | None = None) -> Prediction:
+        """Queue one request (already validated tensors) and await its share of a batch.
+
+        Raises :class:`Overloaded` at once when ``max_queue`` requests already wait,
+        and :class:`DeadlineExceeded` when ``timeout_s`` passes before the request
+        is dispatched (it is then not run at all).
+        """
         if self._closed:
             raise BatcherClosed(f"pipeline {self.name!r} is shutting down")
         self._ensure_started()
         assert self._queue is not None
+        if self.queue_depth >= self._config.max_queue:
+            self.stats.record_rejection()
+            raise Overloaded(f"pipeline {self.name!r} has {self.queue_depth} requests waiting (max_queue "
+                             f"{self._config.max_queue}); retry shortly", retry_after_s=self._retry_after_s())
         now = time.perf_counter_ns()
         if self._last_arrival_ns:
             gap = now - self._last_arrival_ns
@@ -137,9 +171,28 @@ class DynamicBatcher:
                 _GAP_SMOOTHING * gap + (1 - _GAP_SMOOTHING) * self._gap_ns)
         self._last_arrival_ns = now
         rows = next(iter(tensors.values())).shape[0]
-        pending = _Pending(tensors, rows, asyncio.get_running_loop().create_future(), now)
+        deadline_ns = now + int(timeout_s * 1e9) if timeout_s is not None else None
+        pending = _Pending(tensors, rows, asyncio.get_running_loop().create_future(), now, deadline_ns)
         self._queue.put_nowait(pending)
         return await pending.future
+
+    def _retry_after_s(self) -> float:
+        """How long the queue now in front of a new request takes to drain, by the recent batch run time."""
+        per_batch_s = max(self._service_ns / 1e9, 1e-3)
+        batches = self.queue_depth / max(self._config.max_batch_size, 1) / max(self._config.max_in_flight, 1)
+        return max(per_batch_s * batches, 0.001)
+
+    def _expire(self, pending: _Pending, now_ns: int) -> bool:
+        """Fail a request whose deadline passed before it ran; True when it did."""
+        if pending.deadline_ns is None or now_ns < pending.deadline_ns:
+            return False
+        self.stats.record_error(1)
+        if not pending.future.done():
+            waited_ms = (now_ns - pending.enqueued_ns) / 1e6
+            pending.future.set_exception(DeadlineExceeded(
+                f"pipeline {self.name!r}: the request's deadline passed after {waited_ms:.1f} ms in the queue; "
+                "it was not run"))
+        return True
 
     def _ensure_started(self) -> None:
         if self._loop_task is None:
@@ -190,6 +243,8 @@ class DynamicBatcher:
         while True:
             first = await self._next(None)
             assert first is not None
+            if self._expire(first, time.perf_counter_ns()):
+                continue
             # NOTE: requests taken off the queue are held here until dispatched, so that
             # close() can still answer them if it cancels the loop meanwhile.
             self._forming = [first]
@@ -199,7 +254,8 @@ class DynamicBatcher:
             first.pulled_ns = time.perf_counter_ns()
             batch = self._forming
             rows = first.rows
-            if config.mode == "dynamic":
+            # NOTE: "auto" forms batches like "dynamic"; only an auto-tuner moving the knobs tells them apart.
+            if config.mode != "realtime":
                 free_slots = max(config.max_in_flight - len(self._in_flight), 1)
                 deadline = first.enqueued_ns + config.max_delay_ms * 1e6
                 while rows < config.max_batch_size:
@@ -216,12 +272,21 @@ class DynamicBatcher:
                     if pending is None:
                         break
                     pending.pulled_ns = time.perf_counter_ns()
+                    if self._expire(pending, pending.pulled_ns):
+                        continue
                     if rows + pending.rows > config.max_batch_size:
                         self._carry = pending
                         break
                     batch.append(pending)
                     rows += pending.rows
             self._forming = []
+            if first.deadline_ns is not None or len(batch) > 1:
+                # NOTE: a request may have expired while waiting for a free slot.
+                now = time.perf_counter_ns()
+                batch = [p for p in batch if not self._expire(p, now)]
+                if not batch:
+                    continue
+                rows = sum(p.rows for p in batch)
             task = asyncio.get_running_loop().create_task(self._dispatch(batch, rows))
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
@@ -238,6 +303,13 @@ class DynamicBatcher:
             tensors = merge([p.tensors for p in batch], self._pad_values)
             prediction = await self._run_batch(tensors)
         except Exception as exc:  # the error goes to this batch's requests only; the loop goes on
+            self.stats.record_batch_run((time.perf_counter_ns() - dispatched) / 1e9)
+            if len(batch) > 1 and _may_be_one_request(exc):
+                # NOTE: one request that breaks a stage must not sink its batch-mates: each runs
+                # again alone, and only the one at fault gets the error.
+                self.isolated_batches += 1
+                await asyncio.gather(*(self._dispatch([pending], pending.rows) for pending in batch))
+                return
             self.stats.record_error(len(batch))
             for pending in batch:
                 if not pending.future.done():
@@ -245,6 +317,7 @@ class DynamicBatcher:
             return
         done = time.perf_counter_ns()
         ran = done - dispatched
+        self.stats.record_batch_run(ran / 1e9)
         self._service_ns = ran if not self._service_ns else (
             _GAP_SMOOTHING * ran + (1 - _GAP_SMOOTHING) * self._service_ns)
         for pending, outputs in zip(batch, split(prediction.outputs, [p.rows for p in batch])):
@@ -264,4 +337,5 @@ class DynamicBatcher:
         stats["config"] = {"max_batch_size": self._config.max_batch_size, "max_delay_ms": self._config.max_delay_ms,
                            "mode": self._config.mode, "max_in_flight": self._config.max_in_flight}
         stats["in_flight"] = self.in_flight
+        stats["isolated_batches"] = self.isolated_batches
         return stats

@@ -9,26 +9,23 @@ import numpy as np
 import pytest
 
 from workbench.backend import InProcessRunner
-from workbench.batching import BatcherClosed, DynamicBatcher, merge, split
+from workbench.batching import BatcherClosed, DeadlineExceeded, DynamicBatcher, Overloaded, merge, split
 from workbench.config import BatchingConfig
+from workbench.errors import BackendUnavailable, StageFailed
 from workbench.pipeline import Pipeline, Prediction
 
 
 class Recorder:
-    """A run_batch that doubles its input, records batch sizes, and can be told to fail or wait."""
+    """A run_batch that doubles its input, records batch sizes, and can be told to wait."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.sizes: list[int] = []
         self.delay_s = delay_s
-        self.fail_next = False
 
     async def __call__(self, tensors: dict[str, np.ndarray]) -> Prediction:
         self.sizes.append(len(tensors["x"]))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        if self.fail_next:
-            self.fail_next = False
-            raise RuntimeError("model exploded")
         return Prediction({"y": tensors["x"] * 2}, {"model": 0.1})
 
 
@@ -92,16 +89,40 @@ def test_bad_knob_values_are_refused_with_the_range() -> None:
     assert batcher.config == BatchingConfig()
 
 
-async def test_a_failing_batch_fails_only_its_own_requests() -> None:
-    run = Recorder(delay_s=0.01)
-    batcher = DynamicBatcher("p", run, BatchingConfig(max_batch_size=4, max_delay_ms=20))
-    run.fail_next = True
+async def test_a_request_that_breaks_its_batch_fails_alone() -> None:
+    sizes: list[int] = []
+
+    async def poisoned(tensors: dict[str, np.ndarray]) -> Prediction:
+        sizes.append(len(tensors["x"]))
+        await asyncio.sleep(0.005)
+        if (tensors["x"] == 3).any():
+            raise StageFailed("stage 'model' failed: row 3 is poison", "model")
+        return Prediction({"y": tensors["x"] * 2}, {"model": 0.1})
+
+    batcher = DynamicBatcher("p", poisoned, BatchingConfig(max_batch_size=4, max_delay_ms=20))
     results = await asyncio.gather(*(batcher.submit(_request(i)) for i in range(12)), return_exceptions=True)
-    failed = [r for r in results if isinstance(r, Exception)]
-    assert failed and all(str(e) == "model exploded" for e in failed)
-    assert len(failed) == run.sizes[0] < 12
-    assert (await batcher.submit(_request(5)))["y"][0, 0] == 10
-    assert batcher.snapshot()["errors_total"] == len(failed)
+    failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+    assert failed == [3]
+    assert isinstance(results[3], StageFailed) and results[3].stage == "model"
+    assert all(r["y"][0, 0] == 2 * i for i, r in enumerate(results) if i != 3)  # type: ignore[index]
+    assert max(sizes) > 1  # batches did form; the one holding the poison was re-run request by request
+    snapshot = batcher.snapshot()
+    assert snapshot["errors_total"] == 1 and snapshot["isolated_batches"] >= 1
+    await batcher.close()
+
+
+async def test_a_backend_outage_fails_the_batch_without_retrying_each_request() -> None:
+    run = Recorder(delay_s=0.01)
+
+    async def unavailable(tensors: dict[str, np.ndarray]) -> Prediction:
+        await run(tensors)
+        raise BackendUnavailable("no worker could run the batch")
+
+    batcher = DynamicBatcher("p", unavailable, BatchingConfig(max_batch_size=4, max_delay_ms=20))
+    results = await asyncio.gather(*(batcher.submit(_request(i)) for i in range(8)), return_exceptions=True)
+    assert all(isinstance(r, BackendUnavailable) for r in results)
+    assert sum(run.sizes) == 8  # each request was sent once, never again alone
+    assert batcher.snapshot()["isolated_batches"] == 0
     await batcher.close()
 
 
@@ -159,4 +180,36 @@ async def test_in_process_runner_batches_a_real_pipeline(text_pipeline: Pipeline
     assert set(stats["timings_ms"]) >= {"queue", "batch_formation", "tokenize", "encoder", "head"}
     assert stats["latency_ms"]["p99"] >= stats["latency_ms"]["p50"] > 0
     assert sum(stats["batch_size"]["histogram"].values()) == stats["batches_total"]
+    await batcher.close()
+
+
+async def test_a_full_queue_refuses_at_once_with_a_retry_hint() -> None:
+    run = Recorder(delay_s=0.05)
+    batcher = DynamicBatcher("p", run, BatchingConfig(max_batch_size=2, max_delay_ms=0, max_queue=4))
+    admitted = [asyncio.ensure_future(batcher.submit(_request(i))) for i in range(3)]
+    await asyncio.sleep(0.01)  # a batch of two in flight, the third request held for the next one
+    admitted += [asyncio.ensure_future(batcher.submit(_request(i))) for i in range(3, 7)]
+    await asyncio.sleep(0)
+    assert batcher.queue_depth == 4
+    with pytest.raises(Overloaded) as refused:
+        await batcher.submit(_request(99))
+    assert refused.value.status_code == 429 and refused.value.retry_after_s > 0
+    assert "max_queue 4" in str(refused.value)
+    results = await asyncio.gather(*admitted, return_exceptions=True)
+    assert all(not isinstance(r, Exception) for r in results)  # the admitted ones are all answered
+    assert batcher.snapshot()["rejected_total"] == 1
+    await batcher.close()
+
+
+async def test_a_request_past_its_deadline_is_not_run() -> None:
+    run = Recorder(delay_s=0.1)
+    batcher = DynamicBatcher("p", run, BatchingConfig(max_batch_size=1, max_delay_ms=0))
+    busy = asyncio.ensure_future(batcher.submit(_request(1)))
+    await asyncio.sleep(0.01)
+    with pytest.raises(DeadlineExceeded) as late:
+        await batcher.submit(_request(2), timeout_s=0.02)
+    assert late.value.status_code == 504 and "not run" in str(late.value)
+    await busy
+    assert run.sizes == [1]  # the expired request never reached the model
+    assert (await batcher.submit(_request(3), timeout_s=5))["y"][0, 0] == 6
     await batcher.close()

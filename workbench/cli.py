@@ -147,6 +147,29 @@ def _fmt(value: object) -> str:
 
 
 @main.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, help="Port of the REST API, metrics and dashboard.")
+@click.option("--scheduler", default=None, help="Use this Dask cluster (tcp://host:8786) instead of a local one.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Workers of the local cluster.")
+@click.option("--inprocess", is_flag=True, help="Run batches in the server process (no Dask).")
+@click.option("--token", default=None, help="Token for the control API [default: $WORKBENCH_TOKEN; generated "
+                                            "when bound beyond loopback].")
+@click.option("--timeout-ms", type=float, default=None, help="Default deadline of a request.")
+@click.option("--max-body-mb", type=float, default=64.0, show_default=True, help="Largest request body.")
+def serve(targets: tuple[str, ...], host: str, port: int, scheduler: str | None, workers: int, inprocess: bool,
+          token: str | None, timeout_ms: float | None, max_body_mb: float) -> None:
+    """Serve TARGETS (demo names or pipeline files) over the Open Inference Protocol on one port."""
+    from workbench.serving.app import ServeConfig
+    from workbench.serving.server import serve as run_server
+
+    config = ServeConfig(default_timeout_ms=timeout_ms, max_body_bytes=int(max_body_mb * 2**20))
+    run_server(list(targets), host=host, port=port, scheduler=scheduler, workers=workers, inprocess=inprocess,
+               token=token, config=config, echo=click.echo)
+
+
+@main.command()
 @click.argument("pipeline")
 @click.argument("source", metavar="INPUT")
 @click.argument("destination", metavar="OUTPUT", type=click.Path(path_type=Path))

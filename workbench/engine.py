@@ -51,7 +51,7 @@ class Backend(Protocol):
 
 
 def resolve_pipeline(target: Pipeline | str | Path, *, load: bool) -> Pipeline:
-    """A pipeline from a :class:`Pipeline`, a pipeline file, or the name of a demo."""
+    """A pipeline from a :class:`Pipeline`, a pipeline file, the name of a demo or of a file in the pipelines folder."""
     if isinstance(target, Pipeline):
         if target.loaded == load:
             return target
@@ -64,6 +64,11 @@ def resolve_pipeline(target: Pipeline | str | Path, *, load: bool) -> Pipeline:
             raise WorkbenchError(f"demo {target!r} is not built yet: run `workbench models build`", 404)
         return Pipeline.from_yaml(path, load=load)
     path = Path(target)
+    if isinstance(target, str) and not path.exists():
+        from workbench.config import WorkbenchSettings
+
+        named = WorkbenchSettings().pipelines_dir / f"{target}.yaml"
+        path = named if named.exists() else path
     if not path.exists():
         raise WorkbenchError(f"no pipeline file {str(path)!r} (and no demo of that name; demos: {sorted(DEMOS)})", 404)
     return Pipeline.from_yaml(path, load=load)
@@ -149,6 +154,11 @@ class Engine:
     # -- deployments -------------------------------------------------------------------
     def names(self) -> list[str]:
         return list(self._deployments)
+
+    def ready(self, name: str | None = None) -> bool:
+        """Whether ``name`` (or every deployment) has at least one warm worker to run its batches."""
+        names = [name] if name is not None else list(self._deployments)
+        return all(self.backend.workers(n, self.deployment(n).generation) for n in names)
 
     def deployment(self, name: str) -> Deployment:
         try:

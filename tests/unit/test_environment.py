@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _name(requirement: str) -> str:
-    return re.split(r"[\[<>=!~; ]", requirement.strip(), maxsplit=1)[0].lower()
+    return re.split(r"[\[<>=!~; ]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
 def test_conda_environment_matches_pyproject() -> None:

@@ -24,7 +24,7 @@ Builder = Callable[[ModelRepository, Path], Path]
 #: Demo pipelines by name, with the function that builds each.
 DEMOS: dict[str, Builder] = {"tabular": build_tabular, "text": build_text}
 #: Bump when a builder changes what it writes, so old builds are redone.
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"
 
 
 def _home(home: str | Path | None) -> Path:

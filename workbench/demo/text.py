@@ -103,7 +103,10 @@ def _centroid_head(centroids: np.ndarray) -> bytes:
 
 
 def build_text(repository: ModelRepository, pipelines_dir: Path) -> Path:
-    """Export and quantise the encoder, fit the head, measure both variants, write ``text.yaml``."""
+    """Export and quantise the encoder, fit the head, measure both variants, write ``text.yaml``.
+
+    Also writes ``embed.yaml``: the same encoder returning the sentence embeddings themselves.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model_dir = sentence_transformer_path()
@@ -149,6 +152,14 @@ def build_text(repository: ModelRepository, pipelines_dir: Path) -> Path:
         description="Topic of a sentence: tokenise, MiniLM sentence embedding, nearest-centroid head.",
     )
     _record_quality(repository, pipeline)
+    embed = Pipeline(
+        "embed", [TensorSpec("text", "str", (-1,))],
+        [Tokenize("text", tokenizer=TOKENIZER_ASSET, max_length=max_length, name="tokenize"),
+         OnnxStage(ENCODER, "fp32", name="encoder", resource="gpu", outputs={"sentence_embedding": "embedding"})],
+        repository=repository,
+        description="MiniLM sentence embeddings (384 floats, normalised) of texts.",
+    )
+    embed.to_yaml(pipelines_dir / "embed.yaml")
     path = pipelines_dir / "text.yaml"
     pipeline.to_yaml(path)
     return path

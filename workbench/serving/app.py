@@ -1,0 +1,191 @@
+"""The ASGI application: V2 REST, control API and metrics on one port, over one engine.
+
+The engine runs on the server's own event loop (no thread hop between the
+HTTP handler and the batcher). Errors become the V2 error body
+``{"error": "..."}`` with the status the error carries; bodies over the limit
+get 413 before they are read; a full queue gets 429 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from workbench import __version__
+from workbench.batching.batcher import Overloaded
+from workbench.config import WorkbenchSettings
+from workbench.engine import Engine
+from workbench.errors import WorkbenchError
+from workbench.pipeline.graph import Pipeline
+from workbench.serving import control, v2
+
+__all__ = ["ServeConfig", "create_app", "is_loopback"]
+
+EngineFactory = Callable[[], Awaitable[Engine]]
+
+
+@dataclass
+class ServeConfig:
+    """How the server behaves.
+
+    Parameters
+    ----------
+    token
+        Required (``Authorization: Bearer <token>``) by the control API and the
+        dashboard when set; ``workbench serve`` refuses to bind beyond loopback without one.
+    protect_inference
+        Require the token for ``/v2`` inference too.
+    max_body_bytes
+        Larger request bodies are refused with 413 before they are read.
+    default_timeout_ms
+        Deadline of requests that do not set one (``None``: no deadline).
+    """
+
+    token: str | None = None
+    protect_inference: bool = False
+    max_body_bytes: int = 64 * 2**20
+    default_timeout_ms: float | None = None
+    targets: Sequence[Pipeline | str | Path] = field(default_factory=tuple)
+    batching: Mapping[str, Any] | None = None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def loadable_pipelines() -> dict[str, Pipeline | str | Path]:
+    """Pipelines that can be deployed by name: the demos and the files in the pipelines folder."""
+    from workbench.demo import DEMOS
+
+    found: dict[str, Pipeline | str | Path] = {name: name for name in DEMOS}
+    folder = WorkbenchSettings().pipelines_dir
+    if folder.is_dir():
+        found.update({path.stem: path for path in sorted(folder.glob("*.yaml"))})
+    return found
+
+
+def create_app(engine_factory: EngineFactory, config: ServeConfig | None = None) -> FastAPI:
+    """The application; the engine is started (and the targets deployed) when the server starts."""
+    config = config or ServeConfig()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = await engine_factory()
+        app.state.engine = engine
+        try:
+            for target in config.targets:
+                await engine.deploy(target, batching=config.batching)
+            yield
+        finally:
+            # NOTE: uvicorn has finished the requests in flight by now; the batchers answer what is queued.
+            await engine.close()
+
+    app = FastAPI(title="Inference Workbench", version=__version__, lifespan=lifespan,
+                  default_response_class=ORJSONResponse,
+                  description="Open Inference Protocol (KServe V2) inference and the workbench's control API.")
+    app.state.config = config
+    app.state.loadable = loadable_pipelines
+    guard = [Depends(_token_check(config.token))] if config.token else []
+    app.include_router(v2.router, dependencies=guard if config.protect_inference else [])
+    app.include_router(control.router, dependencies=guard)
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    return app
+
+
+def _token_check(token: str | None) -> Callable[[Request], None]:
+    def check(request: Request) -> None:
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if token is None or not (scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), token.encode())):
+            raise WorkbenchError("a valid token is required: send 'Authorization: Bearer <token>'", 401)
+
+    return check
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def workbench_error(request: Request, exc: Exception) -> ORJSONResponse:
+        assert isinstance(exc, WorkbenchError)
+        headers = {}
+        if isinstance(exc, Overloaded):
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        if exc.status_code == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return ORJSONResponse(v2.error_body(exc), status_code=exc.status_code, headers=headers)
+
+    async def value_error(request: Request, exc: Exception) -> ORJSONResponse:
+        return ORJSONResponse({"error": str(exc)}, status_code=400)
+
+    async def validation_error(request: Request, exc: Exception) -> ORJSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return ORJSONResponse({"error": f"invalid request: {problems}"}, status_code=400)
+
+    async def http_error(request: Request, exc: Exception) -> ORJSONResponse:
+        assert isinstance(exc, HTTPException)
+        return ORJSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(WorkbenchError, workbench_error)
+    app.add_exception_handler(ValueError, value_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with 413: by ``Content-Length`` at once, else while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(send)
+                return
+        seen = 0
+        limit = self.max_bytes
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = ORJSONResponse({"error": f"request body larger than {self.max_bytes} bytes"}, status_code=413)
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+class _TooLarge(Exception):
+    pass

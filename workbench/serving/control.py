@@ -1,0 +1,126 @@
+"""The control API: deploy, undeploy, swap variants, set batching and latency targets, read stats.
+
+Every call goes through the same :class:`~workbench.engine.Engine` as the
+Python API, the dashboard and the widgets. Documented in the OpenAPI schema
+(``/docs``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import ORJSONResponse
+from pydantic import BaseModel, Field
+
+from workbench.engine import Engine
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api", tags=["Control"], default_response_class=ORJSONResponse)
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+class Batching(BaseModel):
+    """Knobs to change; those left out keep their value."""
+
+    max_batch_size: int | None = Field(None, ge=1, description="Most rows in one batch.")
+    max_delay_ms: float | None = Field(None, ge=0, le=10_000, description="Longest wait for company.")
+    mode: Literal["dynamic", "realtime", "auto"] | None = Field(None, description="How batches are formed.")
+    max_in_flight: int | None = Field(None, ge=1, description="Batches dispatched at once.")
+    max_queue: int | None = Field(None, ge=1, description="Requests waiting at most; beyond, 429.")
+
+
+class DeployRequest(BaseModel):
+    target: str = Field(description="A demo name (tabular, text), a pipeline name in the pipelines folder, "
+                                    "or a pipeline file path on the server.")
+    name: str | None = Field(None, description="Deploy under this name (default: the pipeline's).")
+    variant: str | None = Field(None, description="Start with this variant of the first inference stage.")
+    placement: Literal["fused", "by-resource"] = "fused"
+    batching: Batching | None = None
+
+
+class SwapRequest(BaseModel):
+    variant: str = Field(description="The variant to switch to.")
+    stage: str | None = Field(None, description="Inference stage (default: the first that has the variant).")
+
+
+class LatencyTarget(BaseModel):
+    target_p99_ms: float | None = Field(description="p99 latency target in ms; null clears it.", gt=0)
+
+
+class Autoscale(BaseModel):
+    minimum: int | None = Field(description="Fewest workers; null turns autoscaling off.", ge=0)
+    maximum: int | None = Field(None, ge=1, description="Most workers.")
+
+
+def _summary(engine: Engine, name: str) -> dict[str, Any]:
+    deployment = engine.deployment(name)
+    return {"name": name, "variants": deployment.variants, "placement": deployment.placement,
+            "generation": deployment.generation, "ready": engine.ready(name),
+            "batching": deployment.batcher.snapshot()["config"], "latency_target_ms": deployment.latency_target_ms}
+
+
+@router.get("/pipelines", summary="Deployed pipelines")
+async def list_pipelines(request: Request) -> list[dict[str, Any]]:
+    engine = _engine(request)
+    return [_summary(engine, name) for name in engine.names()]
+
+
+@router.post("/pipelines", summary="Deploy a pipeline", status_code=201)
+async def deploy(request: Request, body: DeployRequest) -> dict[str, Any]:
+    engine = _engine(request)
+    target = request.app.state.loadable().get(body.target, body.target)
+    batching = body.batching.model_dump(exclude_none=True) if body.batching else None
+    deployment = await engine.deploy(target, name=body.name, variant=body.variant, placement=body.placement,
+                                     batching=batching)
+    return _summary(engine, deployment.name)
+
+
+@router.delete("/pipelines/{name}", summary="Undeploy a pipeline (queued requests are answered first)")
+async def undeploy(request: Request, name: str) -> dict[str, Any]:
+    await _engine(request).undeploy(name)
+    return {"name": name, "undeployed": True}
+
+
+@router.post("/pipelines/{name}/swap", summary="Swap the active variant with no request dropped")
+async def swap(request: Request, name: str, body: SwapRequest) -> dict[str, Any]:
+    return await _engine(request).swap(name, body.variant, body.stage)
+
+
+@router.put("/pipelines/{name}/batching", summary="Change batching knobs (from the next batch on)")
+async def set_batching(request: Request, name: str, body: Batching) -> dict[str, Any]:
+    engine = _engine(request)
+    engine.set_batching(name, **body.model_dump(exclude_none=True))
+    return _summary(engine, name)
+
+
+@router.put("/pipelines/{name}/latency-target", summary="Set or clear the p99 latency target")
+async def set_latency_target(request: Request, name: str, body: LatencyTarget) -> dict[str, Any]:
+    engine = _engine(request)
+    engine.set_latency_target(name, body.target_p99_ms)
+    return _summary(engine, name)
+
+
+@router.get("/pipelines/{name}/stats", summary="Rolling latency, throughput, batches, workers and events")
+async def stats(request: Request, name: str) -> dict[str, Any]:
+    return _engine(request).stats(name)
+
+
+@router.get("/cluster", summary="The backend, its workers and the deployments")
+async def cluster(request: Request) -> dict[str, Any]:
+    return _engine(request).describe()
+
+
+@router.put("/autoscaling", summary="Turn autoscaling on (minimum, maximum workers) or off (minimum null)")
+async def autoscale(request: Request, body: Autoscale) -> dict[str, Any]:
+    engine = _engine(request)
+    if body.minimum is None:
+        engine.stop_autoscaling()
+    else:
+        engine.autoscale(body.minimum, body.maximum)
+    return engine.autoscaling()

@@ -1,0 +1,207 @@
+"""The Open Inference Protocol (KServe V2) over HTTP, with the binary tensor and repository extensions.
+
+Each deployed pipeline is a model; the variants of its first inference stage
+are its versions, of which the active one is served. The infer route reads the
+raw body (no schema validation layer on the hot path) and answers with
+orjson, or with binary tensors when the client asks for them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import ORJSONResponse
+
+from workbench import __version__
+from workbench.engine import Deployment, Engine
+from workbench.errors import InvalidInput, NotDeployed, WorkbenchError
+from workbench.pipeline.inference import OnnxStage
+from workbench.serving.codec import HEADER_LENGTH, decode_request, encode_response, v2_datatype
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["Open Inference Protocol (KServe V2)"], default_response_class=ORJSONResponse)
+
+#: Extensions this server speaks.
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def _versioned(deployment: Deployment) -> OnnxStage | None:
+    """The inference stage whose variants are the model's versions (the first one)."""
+    stages = deployment.pipeline.inference_stages
+    return stages[0] if stages else None
+
+
+def _check_version(engine: Engine, name: str, version: str | None) -> Deployment:
+    deployment = engine.deployment(name)
+    stage = _versioned(deployment)
+    active = stage.variant if stage is not None else "1"
+    if version is not None and version != active:
+        raise NotDeployed(f"model {name!r} serves version {active!r}, not {version!r} (swap variants through the "
+                          "control API)")
+    return deployment
+
+
+# -- server -----------------------------------------------------------------------------
+@router.get("/v2", summary="Server metadata")
+async def server_metadata() -> dict[str, Any]:
+    return {"name": "inference-workbench", "version": __version__, "extensions": EXTENSIONS}
+
+
+@router.get("/v2/health/live", summary="Liveness")
+async def live() -> dict[str, Any]:
+    return {"live": True}
+
+
+@router.get("/v2/health/ready", summary="Readiness: every deployed pipeline has a warm worker")
+async def ready(request: Request) -> Response:
+    is_ready = _engine(request).ready()
+    return ORJSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+# -- models -----------------------------------------------------------------------------
+@router.get("/v2/models/{name}", summary="Model metadata")
+@router.get("/v2/models/{name}/versions/{version}", summary="Model metadata of a version")
+async def model_metadata(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+    engine = _engine(request)
+    deployment = _check_version(engine, name, version)
+    pipeline = deployment.pipeline
+    stage = _versioned(deployment)
+    versions = pipeline.repository.variants(stage.model) if stage is not None and pipeline.repository else ["1"]
+
+    def tensors(specs: Any) -> list[dict[str, Any]]:
+        return [{"name": spec.name, "datatype": v2_datatype(spec.dtype), "shape": list(spec.shape or [-1])}
+                for spec in specs]
+
+    return {
+        "name": name, "versions": versions, "platform": "inference-workbench",
+        "inputs": tensors(pipeline.input_specs.values()), "outputs": tensors(pipeline.output_specs.values()),
+        "parameters": {"active_version": stage.variant if stage else "1", "variants": deployment.variants,
+                       "description": pipeline.description},
+    }
+
+
+@router.get("/v2/models/{name}/ready", summary="Model readiness")
+@router.get("/v2/models/{name}/versions/{version}/ready", summary="Model readiness of a version")
+async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
+    engine = _engine(request)
+    _check_version(engine, name, version)
+    is_ready = engine.ready(name)
+    return ORJSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+@router.post("/v2/models/{name}/infer", summary="Inference (JSON or binary tensors)")
+@router.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on a version")
+async def infer(request: Request, name: str, version: str | None = None) -> Response:
+    received = time.perf_counter()
+    engine = _engine(request)
+    deployment = _check_version(engine, name, version)
+    header, tensors = decode_request(await request.body(), request.headers.get(HEADER_LENGTH))
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput("'id' must be a string")
+    parameters = header.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidInput("'parameters' must be an object")
+    wanted, binary = _requested_outputs(header, parameters, deployment)
+    prediction = await engine.predict(name, tensors, timeout_s=_timeout_s(request, parameters))
+    outputs = prediction.outputs if wanted is None else {n: prediction.outputs[n] for n in wanted}
+    stage = _versioned(deployment)
+    timings = dict(prediction.timings_ms)
+    timings["http"] = (time.perf_counter() - received) * 1e3 - timings.get("total", 0.0)
+    body, header_length = encode_response(
+        name, stage.variant if stage else None, request_id or uuid.uuid4().hex, outputs, binary,
+        {"timings_ms": timings})
+    if header_length is None:
+        return Response(body, media_type="application/json")
+    return Response(body, media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(header_length)})
+
+
+def _requested_outputs(header: dict[str, Any], parameters: dict[str, Any],
+                       deployment: Deployment) -> tuple[list[str] | None, set[str] | bool]:
+    """Which outputs to return (``None``: all) and which of them as binary tensors."""
+    binary: set[str] | bool = parameters.get("binary_data_output") is True
+    requested = header.get("outputs")
+    if requested is None:
+        return None, binary
+    if not isinstance(requested, list):
+        raise InvalidInput("'outputs' must be a list")
+    names = []
+    chosen: set[str] = set()
+    available = deployment.pipeline.output_names
+    for item in requested:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidInput("every requested output needs a 'name'")
+        if item["name"] not in available:
+            raise InvalidInput(f"unknown output {item['name']!r}; model {deployment.name!r} has {list(available)}",
+                               item["name"])
+        names.append(item["name"])
+        if (item.get("parameters") or {}).get("binary_data") is True:
+            chosen.add(item["name"])
+    return names, binary if binary is True else chosen
+
+
+def _timeout_s(request: Request, parameters: dict[str, Any]) -> float | None:
+    """The request's deadline: ``timeout_ms`` parameter, Triton's ``timeout`` (µs), a header, or the default."""
+    value: Any = parameters.get("timeout_ms")
+    scale = 1e-3
+    if value is None and "timeout" in parameters:
+        value, scale = parameters["timeout"], 1e-6
+    if value is None:
+        value = request.headers.get("x-request-timeout-ms")
+    if value is None:
+        default: float | None = request.app.state.config.default_timeout_ms
+        return default * 1e-3 if default else None
+    try:
+        seconds = float(value) * scale
+    except (TypeError, ValueError):
+        raise InvalidInput(f"the request timeout must be a number, not {value!r}") from None
+    if seconds <= 0:
+        raise InvalidInput("the request timeout must be > 0")
+    return seconds
+
+
+# -- repository extension ---------------------------------------------------------------
+@router.post("/v2/repository/index", summary="Pipelines that can be served, and their state")
+async def repository_index(request: Request) -> list[dict[str, Any]]:
+    engine = _engine(request)
+    index = []
+    for name in engine.names():
+        stage = _versioned(engine.deployment(name))
+        index.append({"name": name, "version": stage.variant if stage else "1",
+                      "state": "READY" if engine.ready(name) else "UNAVAILABLE", "reason": ""})
+    for name in sorted(set(request.app.state.loadable()) - set(engine.names())):
+        index.append({"name": name, "state": "UNAVAILABLE", "reason": "not loaded"})
+    return index
+
+
+@router.post("/v2/repository/models/{name}/load", summary="Deploy a known pipeline (file or demo) by name")
+async def repository_load(request: Request, name: str) -> dict[str, Any]:
+    engine = _engine(request)
+    if name in engine.names():
+        return {"name": name, "state": "READY"}
+    target = request.app.state.loadable().get(name)
+    if target is None:
+        raise NotDeployed(f"no pipeline file or demo named {name!r}")
+    await engine.deploy(target, name=name)
+    return {"name": name, "state": "READY"}
+
+
+@router.post("/v2/repository/models/{name}/unload", summary="Undeploy a pipeline")
+async def repository_unload(request: Request, name: str) -> dict[str, Any]:
+    await _engine(request).undeploy(name)
+    return {"name": name, "state": "UNAVAILABLE"}
+
+
+def error_body(exc: WorkbenchError) -> dict[str, Any]:
+    """The V2 error body: ``{"error": message}``."""
+    return {"error": str(exc)}

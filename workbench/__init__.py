@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from workbench.api import Workbench
 from workbench.errors import (
     InvalidInput,
     ModelLoadError,
@@ -20,5 +21,6 @@ __version__ = "0.1.0"
 __all__ = [
     "FunctionStage", "InvalidInput", "ModelLoadError", "ModelMetadata", "ModelNotFound", "ModelPathRefused",
     "ModelRepository", "OnnxStage", "Pipeline", "PipelineWiringError", "Prediction", "SessionConfig", "SpecError",
-    "Stage", "StageFailed", "StageKind", "TensorSpec", "WorkbenchError", "__version__", "stage",
+    "Stage", "StageFailed", "StageKind", "TensorSpec", "Workbench", "WorkbenchError", "__version__",
+    "stage",
 ]

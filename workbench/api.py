@@ -23,6 +23,8 @@ from workbench.pipeline.graph import Pipeline, Prediction
 if TYPE_CHECKING:
     from workbench.backend.autoscale import ScalingPolicy
     from workbench.backend.offline import BatchReport, Columns
+    from workbench.ui.dashboard import Dashboard
+    from workbench.ui.widgets import Controls, LiveView
 
 __all__ = ["Workbench"]
 
@@ -105,6 +107,13 @@ class Workbench:
     def deployments(self) -> list[str]:
         return self._call_sync(self.engine.names)
 
+    def variants(self, name: str) -> dict[str, list[str]]:
+        """The variants each inference stage of ``name`` can be swapped to (those in its model repository)."""
+        pipeline = self._call_sync(self.engine.deployment, name).pipeline
+        repository = pipeline.repository
+        return {stage.name: repository.variants(stage.model) if repository is not None else [stage.variant]
+                for stage in pipeline.inference_stages}
+
     # -- requests ----------------------------------------------------------------------
     def predict(self, name: str, inputs: Mapping[str, Any]) -> Prediction:
         """Send one request (one or more rows) and wait for its outputs and timings."""
@@ -160,9 +169,24 @@ class Workbench:
         """Set the p99 latency (ms) to meet (``None`` clears it); in mode ``"auto"`` the tuner aims at it."""
         self._call_sync(self.engine.set_latency_target, name, target_p99_ms)
 
-    def stats(self, name: str) -> dict[str, Any]:
-        """Rolling p50/p95/p99, throughput, queue depth, batch sizes, per-stage timings, knobs and workers."""
-        return self._call_sync(self.engine.stats, name)
+    def stats(self, name: str, *, recent_s: float | None = None) -> dict[str, Any]:
+        """Rolling p50/p95/p99, throughput, queue depth, batch sizes, per-stage timings, knobs and workers.
+
+        With ``recent_s``, ``stats["recent"]`` holds the latency percentiles and throughput of the
+        last ``recent_s`` seconds only, where the effect of a change shows within seconds.
+        """
+        return self._call_sync(self.engine.stats, name, recent_s=recent_s)
+
+    def metrics_text(self) -> str:
+        """Every metric in the Prometheus text format, as ``GET /metrics`` serves it.
+
+        Examples
+        --------
+        >>> print(wb.metrics_text())                                  # doctest: +SKIP
+        workbench_requests_completed_total{pipeline="tabular"} 12.0
+        ...
+        """
+        return self._call_sync(self.engine.metrics_text)
 
     def describe(self) -> dict[str, Any]:
         return self._call_sync(self.engine.describe)
@@ -220,7 +244,74 @@ class Workbench:
         """Autoscaling settings, the latest target and why, and the recent scaling decisions."""
         return self._call_sync(self.engine.autoscaling, name)
 
+    # -- notebook ----------------------------------------------------------------------
+    def controls(self, name: str, *, interval_s: float | None = None) -> Controls:
+        """ipywidgets controls of ``name``: variant, batching knobs, latency target, auto-tune and autoscaling.
+
+        Each change goes through the engine, as the control API's do; changes made
+        elsewhere (the dashboard, the API, the auto-tuner) show at the next refresh,
+        every ``interval_s`` (default ``WORKBENCH_UI_REFRESH_S``) from a background thread.
+
+        Examples
+        --------
+        >>> wb.controls("text")                                      # doctest: +SKIP
+        """
+        from workbench.ui.widgets import Controls
+
+        return Controls(self, name, interval_s=interval_s)
+
+    def live(self, name: str, *, interval_s: float | None = None, window_s: float = 60.0,
+             recent_s: float = 3.0) -> LiveView:
+        """A live view of ``name``'s latency (p50/p95/p99 against its target) and throughput over ``window_s``.
+
+        Redrawn every ``interval_s`` (default ``WORKBENCH_UI_REFRESH_S``) from a background
+        thread, so it keeps moving while other cells run; each point covers the last
+        ``recent_s`` seconds. ``.close()`` stops it.
+
+        Examples
+        --------
+        >>> wb.live("text")                                          # doctest: +SKIP
+        """
+        from workbench.ui.widgets import LiveView
+
+        return LiveView(self, name, interval_s=interval_s, window_s=window_s, recent_s=recent_s)
+
+    def dashboard(self, name: str | None = None) -> Dashboard:
+        """The Panel dashboard of this Workbench: live charts, workers, scaling, controls and the traffic lab.
+
+        The same dashboard as ``/dashboard`` of ``workbench serve``; every control goes
+        through this Workbench's engine. It refreshes every ``WORKBENCH_UI_REFRESH_S``
+        seconds from a Panel periodic callback (on the kernel's loop in a notebook),
+        reading the engine through this Workbench's portal; ``.stop()`` stops it. In a
+        notebook, load Panel's extension first (``import panel as pn; pn.extension()``).
+
+        Parameters
+        ----------
+        name
+            The deployment shown first (default: the first deployed).
+
+        Examples
+        --------
+        >>> wb.dashboard("tabular")                                  # doctest: +SKIP
+        >>> wb.dashboard().show()          # in a browser tab instead   # doctest: +SKIP
+        """
+        from workbench.ui.dashboard import Dashboard
+        from workbench.ui.hub import Hub
+
+        if self._closed:
+            raise RuntimeError("this Workbench is closed")
+        hub: Hub | None = getattr(self, "_hub", None)
+        if hub is None:
+            # NOTE: one hub per Workbench: its dashboards share one statistics feed and one traffic lab.
+            hub = self._hub = Hub.on_portal(self.engine, self._portal)
+        return Dashboard.of(hub, name)
+
     # -- lifetime ----------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
     def close(self) -> None:
         """Answer what is queued, stop the batchers, and stop the cluster if this Workbench started it."""
         if self._closed:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import Callable
+import contextlib
+import os
+import secrets
+import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
-import numpy as np
 
 from workbench import __version__
-
-if TYPE_CHECKING:
-    from workbench.api import Workbench
 
 _HOME = click.option("--home", type=click.Path(path_type=Path), default=None,
                      help="Workbench folder (models/ and pipelines/); default $WORKBENCH_HOME or ./.workbench.")
@@ -63,87 +59,54 @@ def models_list(home: Path | None) -> None:
 
 @main.command()
 @_HOME
-@click.option("--workers", default=2, show_default=True, help="Dask worker processes of the local cluster.")
-@click.option("--seconds", default=20.0, show_default=True, help="How long traffic flows.")
-@click.option("--rate", default=150.0, show_default=True, help="Requests per second sent to each pipeline.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, help="Port of the REST API and dashboard (0: any free one).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Dask worker processes of the local cluster.")
+@click.option("--duration", type=click.FloatRange(min=0), default=None,
+              help="Stop after this many seconds and print a summary [default: run until interrupted].")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=150.0, show_default=True,
+              help="Requests per second sent to each pipeline.")
 @click.option("--pattern", type=click.Choice(["steady", "poisson", "surge", "diurnal"]), default="poisson",
               show_default=True, help="Shape of the traffic.")
-def demo(home: Path | None, workers: int, seconds: float, rate: float, pattern: str) -> None:
-    """Deploy both demo pipelines on a local Dask cluster, send them traffic and show live latency."""
-    from workbench.api import Workbench
-    from workbench.demo import build_demo_models
+@click.option("--period", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds per cycle of the surge and diurnal patterns.")
+def demo(home: Path | None, host: str, port: int, workers: int, duration: float | None, rate: float, pattern: str,
+         period: float) -> None:
+    """Serve both demo pipelines on a local Dask cluster with traffic flowing; print the dashboard URL and live latency.
 
+    The REST API, metrics and dashboard share one port; the traffic lab sends the
+    traffic (through the engine, as the dashboard's traffic lab does). Runs until
+    interrupted, or for --duration seconds, then prints a summary.
+    """
+    from workbench.demo import DEMOS, build_demo_models
+    from workbench.demo.run import DemoRun
+    from workbench.serving.app import is_loopback
+    from workbench.serving.server import serve as run_server
+
+    if home is not None:
+        os.environ["WORKBENCH_HOME"] = str(home)
     build_demo_models(home, log=click.echo)
-    requests = _demo_requests()
-    with Workbench.local(workers=workers) as wb:
-        info = wb.describe()
-        click.echo(f"\nDask cluster: {len(info['workers'])} workers, scheduler {info.get('scheduler')}")
-        click.echo(f"Dask dashboard: {info.get('dashboard_link')}")
-        for name, make in requests.items():
-            wb.deploy(name)
-            inputs = make(8 if name == "tabular" else 4)
-            click.echo(f"\n{name}: deployed, variants {wb.stats(name)['variants']}")
-            _print_predictions(name, inputs, wb.predict(name, inputs).outputs)
-        click.echo(f"\n{pattern} traffic at {rate:g} requests/s per pipeline for {seconds:g} s:")
-        asyncio.run(_demo_traffic(wb, requests, seconds, rate, pattern))
-        for name in requests:
-            stats = wb.stats(name)
-            click.echo(f"\n{name}: where the time goes (p50 per request, ms)")
-            for key, value in stats["timings_ms"].items():
-                click.echo(f"    {key:<16} {value['p50']:8.3f}")
-            click.echo(f"    {'end to end':<16} {stats['latency_ms']['p50']:8.3f}  "
-                       f"(p99 {stats['latency_ms']['p99']:.3f})")
-            click.echo(f"    batch sizes: {stats['batch_size']['histogram']}")
+    port = port or _free_port(host)
+    token = os.environ.get("WORKBENCH_TOKEN")
+    if token is None and not is_loopback(host):
+        token = secrets.token_urlsafe(24)
+    run = DemoRun(list(DEMOS), f"http://{host}:{port}", duration_s=duration, pattern=pattern, rate_rps=rate,
+                  period_s=period, echo=click.echo, token=token)
+    # NOTE: Ctrl-C stops the server gracefully, then comes back as KeyboardInterrupt: the summary still follows.
+    with contextlib.suppress(KeyboardInterrupt):
+        run_server(list(DEMOS), host=host, port=port, workers=workers, token=token, echo=click.echo,
+                   on_ready=run.on_ready)
+    run.summary()
+    if run.error is not None:
+        raise click.ClickException(f"the demo failed: {run.error}")
 
 
-def _demo_requests() -> dict[str, Callable[[int], dict[str, np.ndarray]]]:
-    from workbench.demo.corpus import topic_sentences
-    from workbench.demo.tabular import load_tabular_data
-
-    rows = load_tabular_data().x_test
-    sentences = np.array(topic_sentences("test")[0], dtype=object)
-    rng = np.random.default_rng(0)
-    return {
-        "tabular": lambda n: {"features": rows[rng.integers(0, len(rows) - n + 1):][:n]},
-        "text": lambda n: {"text": sentences[rng.integers(0, len(sentences), n)]},
-    }
-
-
-async def _demo_traffic(wb: Workbench, requests: dict[str, Callable[[int], dict[str, np.ndarray]]],
-                        seconds: float, rate: float, pattern: str) -> None:
-    from workbench.traffic import LoadGenerator
-
-    generators = {
-        name: LoadGenerator(functools.partial(wb.apredict, name), functools.partial(make, 1), pattern=pattern,
-                            rate_rps=rate, period_s=max(seconds / 2, 1.0))
-        for name, make in requests.items()
-    }
-    runs = [asyncio.create_task(g.run(seconds)) for g in generators.values()]
-    while not all(run.done() for run in runs):
-        await asyncio.wait(runs, timeout=1.0)
-        for name in generators:
-            stats = wb.stats(name)
-            latency = stats["latency_ms"]
-            click.echo(f"  {name:<8} p50 {latency['p50']:7.2f} ms  p95 {latency['p95']:7.2f}  "
-                       f"p99 {latency['p99']:7.2f}  {stats['throughput_rps']:6.0f} req/s  "
-                       f"batch {stats['batch_size']['mean']:5.1f}  queue {stats['queue_depth']:3d}")
-    for name, generator in generators.items():
-        summary = generator.report.summary()
-        click.echo(f"  {name}: {summary['ok']} answered, {summary['failed']} failed of {summary['sent']} sent")
-
-
-def _print_predictions(name: str, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
-    shown = [k for k, v in outputs.items() if v.ndim == 1]
-    first = next(iter(inputs.values()))
-    for i in range(len(first)):
-        subject = (f"{str(first[i])[:60]!r}" if name == "text"
-                   else f"row {i} ({int(np.isnan(first[i]).sum())} missing)")
-        values = "  ".join(f"{k}={_fmt(outputs[k][i])}" for k in shown)
-        click.echo(f"  {subject:<64} {values}")
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, (float, np.floating)) else str(value)
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @main.command()
@@ -158,15 +121,20 @@ def _fmt(value: object) -> str:
                                             "when bound beyond loopback].")
 @click.option("--timeout-ms", type=float, default=None, help="Default deadline of a request.")
 @click.option("--max-body-mb", type=float, default=64.0, show_default=True, help="Largest request body.")
+@click.option("--dashboard/--no-dashboard", default=True, show_default=True,
+              help="Serve the Panel dashboard at /dashboard.")
 def serve(targets: tuple[str, ...], host: str, port: int, scheduler: str | None, workers: int, inprocess: bool,
-          token: str | None, timeout_ms: float | None, max_body_mb: float) -> None:
+          token: str | None, timeout_ms: float | None, max_body_mb: float, dashboard: bool) -> None:
     """Serve TARGETS (demo names or pipeline files) over the Open Inference Protocol on one port."""
     from workbench.serving.app import ServeConfig
     from workbench.serving.server import serve as run_server
 
-    config = ServeConfig(default_timeout_ms=timeout_ms, max_body_bytes=int(max_body_mb * 2**20))
-    run_server(list(targets), host=host, port=port, scheduler=scheduler, workers=workers, inprocess=inprocess,
-               token=token, config=config, echo=click.echo)
+    config = ServeConfig(default_timeout_ms=timeout_ms, max_body_bytes=int(max_body_mb * 2**20), dashboard=dashboard)
+    # NOTE: uvicorn stops gracefully on Ctrl-C (SIGINT), then raises the signal again for its caller: the
+    # stop was asked for and done, so the command ends with status 0 rather than click's "Aborted!" (1).
+    with contextlib.suppress(KeyboardInterrupt):
+        run_server(list(targets), host=host, port=port, scheduler=scheduler, workers=workers, inprocess=inprocess,
+                   token=token, config=config, echo=click.echo)
 
 
 @main.command()

@@ -34,6 +34,8 @@ class WorkbenchSettings(BaseSettings):
     """ONNX Runtime threads across independent graph nodes; unset lets ONNX Runtime choose."""
     device: str = Field("auto", pattern="^(auto|cpu|gpu)$")
     """``auto``: GPU for stages that ask for it when a GPU works; ``cpu``: never; ``gpu``: every model."""
+    ui_refresh_s: float = Field(1.0, gt=0, le=60)
+    """Seconds between two refreshes of the live views (notebook widgets, dashboard) from the statistics."""
 
     @property
     def repository_dir(self) -> Path:

@@ -21,6 +21,8 @@ from workbench.batching.autotune import AutoTuner, Decision, TuningRules
 from workbench.batching.batcher import DynamicBatcher, RunBatch
 from workbench.config import BatchingConfig
 from workbench.errors import NotDeployed, WorkbenchError
+from workbench.monitor.metrics import DeploymentGauges, EngineGauges, Metrics
+from workbench.monitor.stats import BatcherStats
 from workbench.pipeline.graph import Pipeline, Prediction
 
 if TYPE_CHECKING:
@@ -91,6 +93,8 @@ class Deployment:
     """The p99 latency (ms) to meet: the auto-tuner's target in mode ``"auto"``."""
     autotuner: AutoTuner | None = field(default=None, repr=False)
     """Moves the knobs towards ``latency_target_ms`` while the mode is ``"auto"``."""
+    swapping: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    """Held by a variant swap: swaps asked for at once take turns."""
 
     @property
     def variants(self) -> dict[str, str]:
@@ -120,6 +124,8 @@ class Engine:
         self.backend = backend
         self._deployments: dict[str, Deployment] = {}
         self._autoscaler: Autoscaler | None = None
+        self.metrics = Metrics(self._gauges)
+        """This engine's Prometheus metrics (its own registry); see :mod:`workbench.monitor.metrics`."""
         backend.on_workers_changed(self._workers_changed)
 
     @classmethod
@@ -197,7 +203,8 @@ class Engine:
     def _add(self, name: str, pipeline: Pipeline, generation: int, placement: str, runner: RunBatch,
              config: BatchingConfig, *, pinned: bool) -> Deployment:
         pad_values = {n: 0 for n in pipeline.input_specs}
-        batcher = DynamicBatcher(name, runner, config, pad_values=pad_values)
+        batcher = DynamicBatcher(name, runner, config, pad_values=pad_values,
+                                 stats=BatcherStats(observer=self.metrics.observer(name)))
         deployment = Deployment(name, pipeline, generation, placement, batcher, runner, pinned_in_flight=pinned)
         self._deployments[name] = deployment
         self._fit_in_flight(deployment)
@@ -239,20 +246,27 @@ class Engine:
         after that go to it; the old one is dropped once its batches in flight finish.
         """
         deployment = self.deployment(name)
-        before = deployment.variants
-        began = time.perf_counter()
-        pipeline = deployment.pipeline.with_variant(variant, stage)
-        generation = deployment.generation + 1
-        runner = await self.backend.deploy(name, generation, pipeline, deployment.placement)
-        old_generation, old_runner = deployment.generation, deployment.runner
-        deployment.pipeline, deployment.generation, deployment.runner = pipeline, generation, runner
-        deployment.batcher.replace_runner(runner)
-        self._fit_in_flight(deployment)
-        await self._drain(old_runner)
-        await self.backend.retire(name, old_generation)
-        event = deployment.record("swapped", before=before, after=deployment.variants,
-                                  seconds=round(time.perf_counter() - began, 3))
-        await self.backend.publish(name, deployment.state())
+        # NOTE: two swaps at once would build the same next generation with different variants, and the
+        # later would retire the generation the earlier had just made active: they take turns instead.
+        async with deployment.swapping:
+            before = deployment.variants
+            began = time.perf_counter()
+            try:
+                pipeline = deployment.pipeline.with_variant(variant, stage)
+                generation = deployment.generation + 1
+                runner = await self.backend.deploy(name, generation, pipeline, deployment.placement)
+            except Exception as exc:  # the variant cannot be built: the current one keeps serving
+                deployment.record("swap_failed", variant=variant, error=str(exc))
+                raise
+            old_generation, old_runner = deployment.generation, deployment.runner
+            deployment.pipeline, deployment.generation, deployment.runner = pipeline, generation, runner
+            deployment.batcher.replace_runner(runner)
+            self._fit_in_flight(deployment)
+            await self._drain(old_runner)
+            await self.backend.retire(name, old_generation)
+            event = deployment.record("swapped", before=before, after=deployment.variants,
+                                      seconds=round(time.perf_counter() - began, 3))
+            await self.backend.publish(name, deployment.state())
         return event
 
     @staticmethod
@@ -288,7 +302,11 @@ class Engine:
         then, it fails with :class:`~workbench.batching.DeadlineExceeded` and is not run.
         """
         deployment = self.deployment(name)
-        tensors = deployment.pipeline.validate(inputs)
+        try:
+            tensors = deployment.pipeline.validate(inputs)
+        except WorkbenchError as exc:
+            self.metrics.observer(name).request_failed(exc.status_code, 1)
+            raise
         return await deployment.batcher.submit(tensors, timeout_s=timeout_s)
 
     def set_batching(self, name: str, **changes: Any) -> BatchingConfig:
@@ -332,8 +350,13 @@ class Engine:
         asyncio.get_running_loop().create_task(self.backend.publish(name, deployment.state()))
 
     def _follow_target(self, deployment: Deployment) -> None:
-        """Run the auto-tuner while the mode is ``"auto"`` and a target is set; stop it otherwise."""
+        """Follow the deployment's latency target: the batcher's admission, and the auto-tuner.
+
+        The batcher refuses requests the queue would keep past the target (whatever the mode);
+        the auto-tuner runs while the mode is ``"auto"`` and a target is set, and stops otherwise.
+        """
         tuner, target = deployment.autotuner, deployment.latency_target_ms
+        deployment.batcher.set_latency_target(target)
         if deployment.batcher.config.mode == "auto" and target is not None:
             if tuner is None:
                 def record(decision: Decision) -> None:
@@ -427,8 +450,13 @@ class Engine:
         return {**view, "latency_target_ms": target} if name is not None else view
 
     # -- reading -----------------------------------------------------------------------
-    def stats(self, name: str) -> dict[str, Any]:
-        """Rolling latency, throughput, queue depth, batch sizes, knobs, variant and workers of a deployment."""
+    def stats(self, name: str, *, recent_s: float | None = None) -> dict[str, Any]:
+        """Rolling latency, throughput, queue depth, batch sizes, knobs, variant and workers of a deployment.
+
+        With ``recent_s``, ``"recent"`` also holds the figures of the last ``recent_s`` seconds only
+        (latency percentiles, throughput, busy time, errors): what live charts plot, so that a
+        change shows within seconds instead of fading in over the whole window.
+        """
         deployment = self.deployment(name)
         stats = deployment.batcher.snapshot()
         stats.update({
@@ -443,6 +471,8 @@ class Engine:
             "autoscaling": self.autoscaling(name),
             "events": list(deployment.events)[-20:],
         })
+        if recent_s is not None:
+            stats["recent"] = deployment.batcher.stats.recent(recent_s)
         return stats
 
     def describe(self) -> dict[str, Any]:
@@ -450,3 +480,18 @@ class Engine:
         return {**self.backend.describe(), "deployments": {
             name: {"variants": d.variants, "generation": d.generation, "placement": d.placement}
             for name, d in self._deployments.items()}}
+
+    def metrics_text(self) -> str:
+        """The Prometheus text exposition of this engine's metrics (what ``GET /metrics`` serves)."""
+        return self.metrics.text()
+
+    def _gauges(self) -> EngineGauges:
+        """What the metrics read when scraped; see :class:`~workbench.monitor.metrics.EngineCollector`."""
+        gauges = []
+        for name, d in self._deployments.items():
+            config, batcher = d.batcher.config, d.batcher
+            gauges.append(DeploymentGauges(
+                name, d.generation, d.variants, batcher.queue_depth, batcher.in_flight, config.max_batch_size,
+                config.max_delay_ms, config.max_in_flight, config.max_queue, config.mode, d.latency_target_ms,
+                self.backend.workers(name, d.generation)))
+        return EngineGauges(self.backend.kind, gauges, self.autoscaling())

@@ -23,16 +23,18 @@ def test_models_list(demo_home: Path) -> None:
 
 
 def test_demo_serves_on_a_local_cluster_and_shows_latency(demo_home: Path) -> None:
-    result = _workbench("demo", "--seconds", "3", "--rate", "40", home=demo_home)
+    result = _workbench("demo", "--duration", "3", "--rate", "40", "--port", "0", home=demo_home)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "tabular: up to date" in out and "text: up to date" in out
     assert "Dask cluster: 2 workers" in out and "Dask dashboard: http://" in out
+    assert "Dashboard: http://127.0.0.1:" in out and "/dashboard" in out
     for expected in ("label=", "risk_bucket=", "topic=", "confidence=", "p50", "p99", "req/s", "tokenize", "encoder",
                      "impute", "transfer", "end to end", "batch sizes"):
         assert expected in out, expected
-    answered = [line for line in out.splitlines() if "answered" in line]
-    assert len(answered) == 2 and all(" 0 failed" in line for line in answered), answered
+    served = [line for line in out.splitlines() if "requests served" in line]
+    assert len(served) == 2 and all(" 0 errors" in line for line in served), served
+    assert all(int(line.split(": ", 1)[1].split()[0]) > 0 for line in served), served
 
 
 def test_unknown_demo_is_a_clean_error(demo_home: Path) -> None:

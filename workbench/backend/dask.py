@@ -152,6 +152,7 @@ class DaskBackend:
             self.client.rpc, self.pool, name, generation,
             segments=pipeline.segments() if placement == "by-resource" else None,
             resource="gpu" if wants_gpu else "cpu", output_names=pipeline.output_names,
+            variants={s.name: s.variant for s in pipeline.inference_stages},
         )
 
     async def retire(self, name: str, generation: int) -> None:

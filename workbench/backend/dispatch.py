@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,8 @@ class DaskRunner:
         For a fused pipeline: ``"gpu"`` when any stage wants a GPU.
     output_names
         The pipeline's outputs (for segmented runs).
+    variants
+        The variant of each inference stage in this generation (reported with each prediction).
     wait_for_workers_s
         How long a batch waits for a worker when none is ready.
     timeout_s
@@ -55,7 +57,8 @@ class DaskRunner:
 
     def __init__(self, rpc: ConnectionPool, pool: WorkerPool, deployment: str, generation: int, *,
                  segments: Sequence[Segment] | None, resource: str, output_names: Sequence[str],
-                 wait_for_workers_s: float = 30.0, timeout_s: float = 300.0) -> None:
+                 variants: Mapping[str, str] | None = None, wait_for_workers_s: float = 30.0,
+                 timeout_s: float = 300.0) -> None:
         self._rpc = rpc
         self._pool = pool
         self.deployment = deployment
@@ -63,6 +66,7 @@ class DaskRunner:
         self.segments = list(segments) if segments is not None else None
         self.resource = resource
         self.output_names = tuple(output_names)
+        self.variants = dict(variants or {})
         self.wait_for_workers_s = wait_for_workers_s
         self.timeout_s = timeout_s
         self.in_flight = 0
@@ -77,7 +81,9 @@ class DaskRunner:
         self.in_flight += 1
         try:
             if self.segments is None:
-                return await self._call(None, self.resource, tensors)
+                prediction = await self._call(None, self.resource, tensors)
+                prediction.variants = dict(self.variants)
+                return prediction
             env = dict(tensors)
             timings: dict[str, float] = {}
             for index, segment in enumerate(self.segments):
@@ -85,7 +91,7 @@ class DaskRunner:
                 env.update(part.outputs)
                 for name, ms in part.timings_ms.items():
                     timings[name] = timings.get(name, 0.0) + ms
-            return Prediction({n: env[n] for n in self.output_names}, timings)
+            return Prediction({n: env[n] for n in self.output_names}, timings, dict(self.variants))
         finally:
             self.in_flight -= 1
 

@@ -22,9 +22,12 @@ class InProcessRunner:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
+        self.variants = {s.name: s.variant for s in pipeline.inference_stages}
 
     async def __call__(self, tensors: dict[str, np.ndarray]) -> Prediction:
-        return await run_in_threadpool(self.pipeline.execute, tensors)
+        prediction = await run_in_threadpool(self.pipeline.execute, tensors)
+        prediction.variants = dict(self.variants)
+        return prediction
 
 
 class InProcessBackend:

@@ -13,12 +13,32 @@ slots): waiting for company then only adds latency. Otherwise it waits at most
 two usual gaps for the next request. So a lone request never waits for company
 that is not coming, while under load batches fill up, and while every slot is
 busy requests simply accumulate (waiting then costs nothing).
+
+Admission: a request is refused at once with :class:`Overloaded` (HTTP 429)
+when ``max_queue`` requests already wait, and, once a latency target is set
+(:meth:`DynamicBatcher.set_latency_target`), when the work queued ahead of it
+cannot be answered within the target at the recently measured service rate::
+
+    slow     = batch run time + 2 * its mean deviation           (both smoothed over recent batches)
+    rate     = max_in_flight * rows per batch / slow
+    ahead    = rows queued + half the rows of the batches in flight
+    estimate = ahead / rate + slow                                (the wait, then its own batch)
+
+Nothing is refused while the rows queued and in flight fit in two rounds of
+batches (``2 * max_batch_size * max_in_flight`` rows: the round running and the
+next), nor before any batch has been measured: those requests go with the next
+batches anyway, and a cold start has no rate to judge by.
+
+Deadlines: a request that is not dispatched by its deadline fails with
+:class:`DeadlineExceeded` (HTTP 504) as the deadline passes, and is never run;
+neither is a request whose caller stopped waiting for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -40,10 +60,18 @@ RunBatch = Callable[[dict[str, np.ndarray]], Awaitable[Prediction]]
 _GAP_SMOOTHING = 0.2
 #: How many usual gaps the batcher waits for one more request before it dispatches.
 _PATIENCE = 2.0
+#: Weight of the newest batch in the running mean deviation of the batch run time.
+_DEVIATION_SMOOTHING = 0.25
+#: Mean deviations added to the mean batch run time for admission: a high quantile of a noisy time
+#: from two running sums, as TCP's retransmission timer does for round trips (RFC 6298 adds 4).
+_SPREAD = 2.0
 
 
 class Overloaded(WorkbenchError):
-    """The pipeline's queue is full: the request is refused at once (HTTP 429) instead of waiting."""
+    """The pipeline's queue is full, or too long to meet its latency target: refused at once (HTTP 429).
+
+    ``retry_after_s`` is how long the queue takes to drain enough, by the recent service rate.
+    """
 
     status_code = 429
 
@@ -79,6 +107,8 @@ class _Pending:
     enqueued_ns: int
     deadline_ns: int | None = None
     pulled_ns: int = 0
+    dispatched: bool = False
+    expired: bool = False
 
 
 class DynamicBatcher:
@@ -117,6 +147,14 @@ class DynamicBatcher:
         self._forming: list[_Pending] = []
         self._gap_ns = float("inf")
         self._service_ns = 0.0
+        self._service_dev_ns = 0.0
+        self._batch_rows = 0.0
+        # NOTE: rows admitted and not yet dispatched (queued, carried, or held while a batch forms), and
+        # rows of the batches in flight: running counts, so that admission costs O(1) per request.
+        self._waiting_rows = 0
+        self._in_flight_rows = 0
+        self._latency_target_s: float | None = None
+        self.refused_for_latency = 0
         self._last_arrival_ns = 0
         self._closed = False
         self.isolated_batches = 0
@@ -133,6 +171,30 @@ class DynamicBatcher:
         """
         self._config = self._config.updated(**changes)
         return self._config
+
+    @property
+    def latency_target_ms(self) -> float | None:
+        return None if self._latency_target_s is None else self._latency_target_s * 1e3
+
+    def set_latency_target(self, target_ms: float | None) -> None:
+        """Refuse requests that the queue ahead of them would keep past ``target_ms``; ``None`` stops that.
+
+        See the module docstring for the estimate. Applies from the next request.
+        """
+        if target_ms is not None and not (isinstance(target_ms, int | float) and target_ms > 0):
+            raise ValueError("the latency target must be a number of milliseconds > 0, or None")
+        self._latency_target_s = None if target_ms is None else float(target_ms) / 1e3
+
+    def estimated_latency_s(self) -> float | None:
+        """How long a request arriving now would take, by the recent service rate; ``None`` before any batch ran."""
+        if not self._service_ns or not self._batch_rows:
+            return None
+        # NOTE: a slow batch, not a typical one: a target is a high percentile, and a shared machine is noisy.
+        service_s = (self._service_ns + _SPREAD * self._service_dev_ns) / 1e9
+        rows_per_s = max(self._config.max_in_flight, 1) * self._batch_rows / service_s
+        # NOTE: a batch in flight is half done on average: its other half is still ahead of the queue.
+        ahead = self._waiting_rows + self._in_flight_rows / 2
+        return ahead / rows_per_s + service_s
 
     def replace_runner(self, run_batch: RunBatch) -> None:
         """Send batches formed from now on to ``run_batch`` (a swap); batches in flight finish where they are."""
@@ -164,6 +226,8 @@ class DynamicBatcher:
             self.stats.record_rejection()
             raise Overloaded(f"pipeline {self.name!r} has {self.queue_depth} requests waiting (max_queue "
                              f"{self._config.max_queue}); retry shortly", retry_after_s=self._retry_after_s())
+        if self._latency_target_s is not None:
+            self._admit(self._latency_target_s)
         now = time.perf_counter_ns()
         if self._last_arrival_ns:
             gap = now - self._last_arrival_ns
@@ -174,7 +238,33 @@ class DynamicBatcher:
         deadline_ns = now + int(timeout_s * 1e9) if timeout_s is not None else None
         pending = _Pending(tensors, rows, asyncio.get_running_loop().create_future(), now, deadline_ns)
         self._queue.put_nowait(pending)
-        return await pending.future
+        self._waiting_rows += rows
+        if deadline_ns is None:
+            return await pending.future
+        # NOTE: the caller hears at its deadline, not once the batcher reaches the request: the queue ahead
+        # may take far longer. The request stays queued, and is dropped when the batcher pulls it.
+        timer = asyncio.get_running_loop().call_later((deadline_ns - now) / 1e9, self._expire, pending, deadline_ns)
+        try:
+            return await pending.future
+        finally:
+            timer.cancel()
+
+    def _admit(self, target_s: float) -> None:
+        """Refuse a request (:class:`Overloaded`) that the work queued ahead would keep past the latency target."""
+        config = self._config
+        if self._waiting_rows + self._in_flight_rows < 2 * config.max_batch_size * config.max_in_flight:
+            # NOTE: the floor: the slots take these rows in the round they are running or the next, whatever
+            # the estimate says; refusing them would cost throughput and make no one faster.
+            return
+        estimate_s = self.estimated_latency_s()
+        if estimate_s is None or estimate_s <= target_s:
+            return
+        self.refused_for_latency += 1
+        self.stats.record_rejection()
+        raise Overloaded(
+            f"pipeline {self.name!r} is over its latency target: {self.queue_depth} requests "
+            f"({self._waiting_rows} rows) are queued ahead, an estimated wait of {estimate_s * 1e3:.0f} ms "
+            f"against a target of {target_s * 1e3:g} ms; retry shortly", retry_after_s=estimate_s - target_s)
 
     def _retry_after_s(self) -> float:
         """How long the queue now in front of a new request takes to drain, by the recent batch run time."""
@@ -183,10 +273,22 @@ class DynamicBatcher:
         return max(per_batch_s * batches, 0.001)
 
     def _expire(self, pending: _Pending, now_ns: int) -> bool:
-        """Fail a request whose deadline passed before it ran; True when it did."""
+        """Drop a request that is not to run: its deadline passed before it was dispatched, or its caller
+        gave up waiting (cancelled). True when it is dropped (now or before)."""
+        if pending.expired:
+            return True
+        if pending.dispatched:
+            return False
+        if pending.future.cancelled():
+            # NOTE: nobody waits for its answer any more: running its rows would only delay the others.
+            pending.expired = True
+            self._waiting_rows -= pending.rows
+            return True
         if pending.deadline_ns is None or now_ns < pending.deadline_ns:
             return False
-        self.stats.record_error(1)
+        pending.expired = True
+        self._waiting_rows -= pending.rows
+        self.stats.record_expiry()
         if not pending.future.done():
             waited_ms = (now_ns - pending.enqueued_ns) / 1e6
             pending.future.set_exception(DeadlineExceeded(
@@ -211,9 +313,11 @@ class DynamicBatcher:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
         leftovers = [*self._forming, *([self._carry] if self._carry is not None else [])]
         self._forming, self._carry = [], None
+        self._waiting_rows = 0
         while self._queue is not None and not self._queue.empty():
             leftovers.append(self._queue.get_nowait())
         for pending in leftovers:
+            pending.expired = True  # NOTE: counted out of the waiting rows already (reset above)
             if not pending.future.done():
                 pending.future.set_exception(BatcherClosed(f"pipeline {self.name!r} closed before the request ran"))
 
@@ -287,12 +391,17 @@ class DynamicBatcher:
                 if not batch:
                     continue
                 rows = sum(p.rows for p in batch)
+            self._waiting_rows -= rows
+            for pending in batch:
+                pending.dispatched = True  # NOTE: from here on its deadline no longer applies: it runs
+            self._in_flight_rows += rows
             task = asyncio.get_running_loop().create_task(self._dispatch(batch, rows))
             self._in_flight.add(task)
-            task.add_done_callback(self._finished)
+            task.add_done_callback(functools.partial(self._finished, rows))
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, rows: int, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
+        self._in_flight_rows -= rows
         if self._slot_freed is not None:
             self._slot_freed.set()
 
@@ -310,7 +419,7 @@ class DynamicBatcher:
                 self.isolated_batches += 1
                 await asyncio.gather(*(self._dispatch([pending], pending.rows) for pending in batch))
                 return
-            self.stats.record_error(len(batch))
+            self.stats.record_error(len(batch), getattr(exc, "status_code", 500))
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(exc)
@@ -318,8 +427,14 @@ class DynamicBatcher:
         done = time.perf_counter_ns()
         ran = done - dispatched
         self.stats.record_batch_run(ran / 1e9)
+        # NOTE: as RFC 6298 does for round trips: the deviation starts at half the first sample, and is
+        # updated from the old mean before the mean moves.
+        self._service_dev_ns = ran / 2 if not self._service_ns else (
+            _DEVIATION_SMOOTHING * abs(ran - self._service_ns) + (1 - _DEVIATION_SMOOTHING) * self._service_dev_ns)
         self._service_ns = ran if not self._service_ns else (
             _GAP_SMOOTHING * ran + (1 - _GAP_SMOOTHING) * self._service_ns)
+        self._batch_rows = rows if not self._batch_rows else (
+            _GAP_SMOOTHING * rows + (1 - _GAP_SMOOTHING) * self._batch_rows)
         for pending, outputs in zip(batch, split(prediction.outputs, [p.rows for p in batch])):
             timings = {
                 "queue": (pending.pulled_ns - pending.enqueued_ns) / 1e6,
@@ -329,7 +444,7 @@ class DynamicBatcher:
             }
             self.stats.record_request(timings)
             if not pending.future.done():  # NOTE: a caller that gave up (cancelled) is skipped
-                pending.future.set_result(Prediction(outputs, timings))
+                pending.future.set_result(Prediction(outputs, timings, prediction.variants))
 
     def snapshot(self) -> dict[str, Any]:
         """Statistics plus the current knobs."""
@@ -338,4 +453,8 @@ class DynamicBatcher:
                            "mode": self._config.mode, "max_in_flight": self._config.max_in_flight}
         stats["in_flight"] = self.in_flight
         stats["isolated_batches"] = self.isolated_batches
+        estimate_s = self.estimated_latency_s()
+        stats["admission"] = {"latency_target_ms": self.latency_target_ms, "waiting_rows": self._waiting_rows,
+                              "estimated_latency_ms": None if estimate_s is None else estimate_s * 1e3,
+                              "refused_for_latency": self.refused_for_latency}
         return stats

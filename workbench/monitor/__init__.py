@@ -1,7 +1,9 @@
-"""Monitoring: rolling statistics of what the serving path does."""
+"""Monitoring: rolling statistics of what the serving path does, and its Prometheus metrics."""
 
 from __future__ import annotations
 
-from workbench.monitor.stats import BatcherStats, RollingWindow
+from workbench.monitor.metrics import DeploymentGauges, EngineGauges, Metrics, PipelineObserver
+from workbench.monitor.stats import BatcherStats, RollingWindow, StatsObserver
 
-__all__ = ["BatcherStats", "RollingWindow"]
+__all__ = ["BatcherStats", "DeploymentGauges", "EngineGauges", "Metrics", "PipelineObserver", "RollingWindow",
+           "StatsObserver"]

@@ -1,20 +1,28 @@
-"""Rolling statistics: percentiles, rates and histograms over a recent time window."""
+"""Rolling statistics: percentiles, rates and histograms over a recent time window.
+
+:class:`BatcherStats` is where a batcher reports what happens to its requests
+and batches; a :class:`StatsObserver` attached to it (the Prometheus metrics
+of :mod:`workbench.monitor.metrics`) hears of each event as it is recorded.
+"""
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["BatcherStats", "RollingWindow"]
+__all__ = ["BatcherStats", "RollingWindow", "StatsObserver"]
 
 
 class RollingWindow:
     """Samples of the last ``window_s`` seconds (at most ``max_samples`` of them).
+
+    Kept in two numpy ring buffers (times, values): adding is O(1) on the
+    request path, and reading a full window is a slice, not a walk over Python
+    objects (a dashboard reads every window once a second).
 
     Examples
     --------
@@ -29,31 +37,46 @@ class RollingWindow:
                  clock: Callable[[], float] = time.monotonic) -> None:
         if window_s <= 0:
             raise ValueError("window_s must be > 0")
+        if max_samples < 1:
+            raise ValueError("max_samples must be >= 1")
         self.window_s = window_s
         self._clock = clock
-        self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
+        self._times = np.empty(max_samples, dtype=np.float64)
+        self._values = np.empty(max_samples, dtype=np.float64)
+        self._next = 0
+        self._count = 0
 
     def add(self, value: float) -> None:
-        self._samples.append((self._clock(), value))
+        index = self._next
+        self._times[index] = self._clock()
+        self._values[index] = value
+        self._next = index + 1 if index + 1 < self._times.size else 0
+        if self._count < self._times.size:
+            self._count += 1
 
-    def _trim(self) -> None:
-        horizon = self._clock() - self.window_s
-        while self._samples and self._samples[0][0] < horizon:
-            self._samples.popleft()
+    def _ordered(self, last_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Times and values in the window (or its last ``last_s`` seconds), oldest first."""
+        capacity = self._times.size
+        start = (self._next - self._count) % capacity
+        if start + self._count <= capacity:
+            times = self._times[start:start + self._count]
+            values = self._values[start:start + self._count]
+        else:
+            times = np.concatenate((self._times[start:], self._times[:self._next]))
+            values = np.concatenate((self._values[start:], self._values[:self._next]))
+        horizon = self._clock() - (self.window_s if last_s is None else min(last_s, self.window_s))
+        # NOTE: samples are in time order, so the first one inside the horizon is a binary search away.
+        first = int(np.searchsorted(times, horizon, side="left"))
+        if last_s is None:
+            self._count -= first  # forget what left the window
+        return times[first:], values[first:]
 
     def values(self, last_s: float | None = None) -> np.ndarray:
         """The samples in the window, or only those of the last ``last_s`` seconds."""
-        self._trim()
-        if last_s is None:
-            return np.fromiter((v for _, v in self._samples), dtype=np.float64, count=len(self._samples))
-        horizon = self._clock() - last_s
-        # NOTE: samples are in time order, so the recent ones are read from the right end only.
-        recent = list(itertools.takewhile(lambda sample: sample[0] >= horizon, reversed(self._samples)))
-        return np.fromiter((v for _, v in reversed(recent)), dtype=np.float64, count=len(recent))
+        return self._ordered(last_s)[1]
 
     def __len__(self) -> int:
-        self._trim()
-        return len(self._samples)
+        return int(self._ordered()[1].size)
 
     def percentiles(self, qs: tuple[int, ...] = (50, 95, 99), last_s: float | None = None) -> dict[str, float]:
         """``{"p50": ..., "p95": ..., "p99": ...}``; NaN when the window (or its last ``last_s`` seconds) is empty."""
@@ -67,17 +90,31 @@ class RollingWindow:
 
         With ``last_s``, over the last ``last_s`` seconds only (at most the window).
         """
-        self._trim()
-        if not self._samples:
+        times, _ = self._ordered()
+        if times.size == 0:
             return 0.0
         if last_s is not None:
             return self.values(last_s).size / min(last_s, self.window_s)
-        span = min(self.window_s, max(self._clock() - self._samples[0][0], 1e-3))
-        return len(self._samples) / span
+        span = min(self.window_s, max(self._clock() - float(times[0]), 1e-3))
+        return times.size / span
 
     def total(self, last_s: float | None = None) -> float:
         """The sum of the samples in the window (or in its last ``last_s`` seconds)."""
         return float(self.values(last_s).sum())
+
+
+class StatsObserver(Protocol):
+    """Hears of each event a :class:`BatcherStats` records, as it is recorded (on the batcher's event loop).
+
+    Durations are in the units of the records: request timings in ms, batch run time in s.
+    """
+
+    def request_done(self, timings_ms: Mapping[str, float]) -> None: ...
+    def request_failed(self, status_code: int, requests: int) -> None: ...
+    def request_rejected(self) -> None: ...
+    def request_expired(self) -> None: ...
+    def batch_dispatched(self, rows: int) -> None: ...
+    def batch_ran(self, seconds: float) -> None: ...
 
 
 class BatcherStats:
@@ -87,11 +124,16 @@ class BatcherStats:
     ----------
     window_s
         How far back percentiles and rates look.
+    observer
+        Told of every event as it is recorded (see :class:`StatsObserver`); it may
+        also be set later through the ``observer`` attribute.
     """
 
-    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 observer: StatsObserver | None = None) -> None:
         self.window_s = window_s
         self._clock = clock
+        self.observer = observer
         self.latency_ms = RollingWindow(window_s, clock=clock)
         self.batch_sizes = RollingWindow(window_s, clock=clock)
         self.errors = RollingWindow(window_s, clock=clock)
@@ -101,9 +143,12 @@ class BatcherStats:
         self.requests_total = 0
         self.errors_total = 0
         self.rejected_total = 0
+        self.expired_total = 0
         self.batches_total = 0
 
     def record_request(self, timings_ms: Mapping[str, float]) -> None:
+        if self.observer is not None:
+            self.observer.request_done(timings_ms)
         self.requests_total += 1
         self.latency_ms.add(timings_ms["total"])
         for key, value in timings_ms.items():
@@ -115,19 +160,38 @@ class BatcherStats:
             window.add(value)
 
     def record_batch(self, rows: int) -> None:
+        if self.observer is not None:
+            self.observer.batch_dispatched(rows)
         self.batches_total += 1
         self.batch_sizes.add(rows)
 
     def record_batch_run(self, seconds: float) -> None:
         """How long a batch took from dispatch to results (the time it held a worker slot)."""
+        if self.observer is not None:
+            self.observer.batch_ran(seconds)
         self.batch_run_s.add(seconds)
 
     def record_rejection(self) -> None:
         """A request refused at the door (queue full): counted apart from errors of requests that ran."""
+        if self.observer is not None:
+            self.observer.request_rejected()
         self.rejected_total += 1
         self.rejections.add(1.0)
 
-    def record_error(self, requests: int = 1) -> None:
+    def record_error(self, requests: int = 1, status_code: int = 500) -> None:
+        """``requests`` that failed with an error that maps to HTTP ``status_code``."""
+        if self.observer is not None:
+            self.observer.request_failed(status_code, requests)
+        self._count_errors(requests)
+
+    def record_expiry(self) -> None:
+        """A request whose deadline passed before it ran: an error, told apart from those of requests that ran."""
+        if self.observer is not None:
+            self.observer.request_expired()
+        self.expired_total += 1
+        self._count_errors(1)
+
+    def _count_errors(self, requests: int) -> None:
         self.errors_total += requests
         for _ in range(requests):
             self.errors.add(1.0)
@@ -139,6 +203,7 @@ class BatcherStats:
             "requests_total": self.requests_total,
             "errors_total": self.errors_total,
             "rejected_total": self.rejected_total,
+            "expired_total": self.expired_total,
             "batches_total": self.batches_total,
             "throughput_rps": self.latency_ms.rate(),
             "error_rate_rps": self.errors.rate(),

@@ -31,11 +31,14 @@ class Prediction:
     """Outputs of one batch and where the time went.
 
     ``timings_ms`` has one entry per stage that ran (by stage name), plus
-    ``"validate"`` (checking the request) and ``"total"``.
+    ``"validate"`` (checking the request) and ``"total"``. ``variants`` names the
+    variant of each inference stage that computed the outputs, when the runner
+    knows it: a swap may change the active variant while a batch runs.
     """
 
     outputs: dict[str, np.ndarray]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    variants: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.outputs[name]

@@ -12,24 +12,24 @@ import hmac
 import ipaddress
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workbench import __version__
 from workbench.batching.batcher import Overloaded
 from workbench.config import WorkbenchSettings
-from workbench.engine import Engine
+from workbench.engine import Engine, resolve_pipeline
 from workbench.errors import WorkbenchError
 from workbench.pipeline.graph import Pipeline
-from workbench.serving import control, v2
+from workbench.serving import control, metrics, v2
+from workbench.serving.responses import JSONResponse
 
 __all__ = ["ServeConfig", "create_app", "is_loopback"]
 
@@ -51,6 +51,8 @@ class ServeConfig:
         Larger request bodies are refused with 413 before they are read.
     default_timeout_ms
         Deadline of requests that do not set one (``None``: no deadline).
+    dashboard
+        Serve the Panel dashboard at ``/dashboard`` (see :mod:`workbench.ui.routes`).
     """
 
     token: str | None = None
@@ -59,6 +61,7 @@ class ServeConfig:
     default_timeout_ms: float | None = None
     targets: Sequence[Pipeline | str | Path] = field(default_factory=tuple)
     batching: Mapping[str, Any] | None = None
+    dashboard: bool = True
 
 
 def is_loopback(host: str) -> bool:
@@ -90,8 +93,12 @@ def create_app(engine_factory: EngineFactory, config: ServeConfig | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = await engine_factory()
         app.state.engine = engine
+        app.state.http_metrics = metrics.HttpInstruments(engine.metrics.registry)
         try:
             for target in config.targets:
+                pipeline = resolve_pipeline(target, load=False)
+                if pipeline.name in engine.names():
+                    continue  # NOTE: already deployed on the cluster by another front, and attached
                 await engine.deploy(target, batching=config.batching)
             yield
         finally:
@@ -99,15 +106,23 @@ def create_app(engine_factory: EngineFactory, config: ServeConfig | None = None)
             await engine.close()
 
     app = FastAPI(title="Inference Workbench", version=__version__, lifespan=lifespan,
-                  default_response_class=ORJSONResponse,
+                  default_response_class=JSONResponse,
                   description="Open Inference Protocol (KServe V2) inference and the workbench's control API.")
     app.state.config = config
     app.state.loadable = loadable_pipelines
     guard = [Depends(_token_check(config.token))] if config.token else []
     app.include_router(v2.router, dependencies=guard if config.protect_inference else [])
     app.include_router(control.router, dependencies=guard)
+    app.include_router(metrics.router, dependencies=guard if config.protect_inference else [])
+    if config.dashboard:
+        # NOTE: imported here: Panel takes a second to load, and a server without the dashboard never needs it.
+        from workbench.ui.routes import mount_dashboard
+
+        mount_dashboard(app, config.token)
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    # NOTE: added last, so outermost: it counts the 413s of BodyLimit too.
+    app.add_middleware(metrics.HttpMetrics)
     return app
 
 
@@ -122,26 +137,26 @@ def _token_check(token: str | None) -> Callable[[Request], None]:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    async def workbench_error(request: Request, exc: Exception) -> ORJSONResponse:
+    async def workbench_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, WorkbenchError)
         headers = {}
         if isinstance(exc, Overloaded):
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         if exc.status_code == 401:
             headers["WWW-Authenticate"] = "Bearer"
-        return ORJSONResponse(v2.error_body(exc), status_code=exc.status_code, headers=headers)
+        return JSONResponse(v2.error_body(exc), status_code=exc.status_code, headers=headers)
 
-    async def value_error(request: Request, exc: Exception) -> ORJSONResponse:
-        return ORJSONResponse({"error": str(exc)}, status_code=400)
+    async def value_error(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=400)
 
-    async def validation_error(request: Request, exc: Exception) -> ORJSONResponse:
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return ORJSONResponse({"error": f"invalid request: {problems}"}, status_code=400)
+        return JSONResponse({"error": f"invalid request: {problems}"}, status_code=400)
 
-    async def http_error(request: Request, exc: Exception) -> ORJSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        return ORJSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     app.add_exception_handler(WorkbenchError, workbench_error)
     app.add_exception_handler(ValueError, value_error)
@@ -166,23 +181,34 @@ class BodyLimit:
                 return
         seen = 0
         limit = self.max_bytes
+        too_large = started = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    too_large = True
                     raise _TooLarge
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
+        async def answer(message: Message) -> None:
+            nonlocal started
+            # NOTE: FastAPI turns an error raised while it reads a body parameter into its own 400
+            # ("There was an error parsing the body"): once the limit is passed, that answer is dropped for the 413.
+            if too_large and not started:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with suppress(_TooLarge):
+            await self.app(scope, counted, answer)
+        if too_large and not started:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        response = ORJSONResponse({"error": f"request body larger than {self.max_bytes} bytes"}, status_code=413)
+        response = JSONResponse({"error": f"request body larger than {self.max_bytes} bytes"}, status_code=413)
         await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})
 

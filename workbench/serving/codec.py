@@ -6,10 +6,16 @@ little-endian bytes appended after the JSON header, whose length the
 ``Inference-Header-Content-Length`` HTTP header gives; BYTES elements are
 each prefixed by their 4-byte little-endian length). Every problem is an
 :class:`~workbench.errors.InvalidInput` naming the tensor.
+
+JSON ``NaN``, ``Infinity`` and ``-Infinity`` are read as Triton reads them
+(clients such as ``tritonclient`` write them for missing values), although
+strict JSON has no such numbers.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -56,10 +62,7 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
         header, binary = body[:split], memoryview(body)[split:]
     else:
         header, binary = body, memoryview(b"")
-    try:
-        request = orjson.loads(header)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"malformed JSON: {exc}") from None
+    request = _parse_json(header)
     if not isinstance(request, dict):
         raise InvalidInput("the request body must be a JSON object")
     inputs = request.get("inputs")
@@ -87,6 +90,22 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
     return request, tensors
 
 
+def _parse_json(header: bytes) -> Any:
+    try:
+        return orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        error = exc
+    # NOTE: orjson refuses the non-finite numbers that V2 clients write, so only a request orjson
+    # refused takes the slower standard parser. orjson's dumps then refuses what orjson would not
+    # have read either (lone surrogates, integers beyond 64 bits, very deep nesting).
+    try:
+        request = json.loads(header)
+        orjson.dumps(request)
+    except (ValueError, TypeError, RecursionError, orjson.JSONEncodeError):
+        raise InvalidInput(f"malformed JSON: {error}") from None
+    return request
+
+
 def _shape_and_dtype(item: Mapping[str, Any]) -> tuple[tuple[int, ...], np.dtype[Any]]:
     name = item["name"]
     shape = item.get("shape")
@@ -94,7 +113,7 @@ def _shape_and_dtype(item: Mapping[str, Any]) -> tuple[tuple[int, ...], np.dtype
                                               for d in shape):
         raise InvalidInput(f"tensor {name!r}: 'shape' must be a list of non-negative integers, not {shape!r}", name)
     datatype = item.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidInput(f"tensor {name!r}: unknown datatype {datatype!r}; expected one of {sorted(DATATYPES)}",
                            name)
     return tuple(shape), DATATYPES[datatype]
@@ -113,7 +132,8 @@ def _binary_size(item: Mapping[str, Any]) -> int | None:
 
 
 def _count(shape: Sequence[int]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+    # NOTE: exact, unlike a product in int64, which a shape such as [2**32, 2**32] wraps to 0.
+    return math.prod(shape)
 
 
 def _from_json(name: str, data: Any, shape: tuple[int, ...], datatype: str, dtype: np.dtype[Any]) -> np.ndarray:
@@ -137,8 +157,10 @@ def _from_json(name: str, data: Any, shape: tuple[int, ...], datatype: str, dtyp
     elif dtype.kind in "iu" and not all(isinstance(v, int) for v in flat):
         raise InvalidInput(f"tensor {name!r}: {datatype} data must be integers", name)
     try:
-        return np.asarray(flat, dtype=dtype).reshape(shape)
-    except (OverflowError, ValueError) as exc:
+        # NOTE: 1e300 as FP32 would otherwise become inf with only a warning.
+        with np.errstate(over="raise"):
+            return np.asarray(flat, dtype=dtype).reshape(shape)
+    except (ArithmeticError, ValueError) as exc:
         raise InvalidInput(f"tensor {name!r}: data does not fit {datatype} ({exc})", name) from None
 
 
@@ -148,9 +170,17 @@ def _flatten(data: Any) -> list[Any]:
         return [data]
     if not any(isinstance(v, list) for v in data):
         return data
+    # NOTE: a loop, not recursion: orjson reads lists nested 1024 deep, past Python's recursion limit.
     flat: list[Any] = []
-    for value in data:
-        flat.extend(_flatten(value))
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                stack.append(iter(value))
+                break
+            flat.append(value)
+        else:
+            stack.pop()
     return flat
 
 

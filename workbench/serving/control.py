@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, Field
 
 from workbench.engine import Engine
+from workbench.serving.responses import JSONResponse
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api", tags=["Control"], default_response_class=ORJSONResponse)
+router = APIRouter(prefix="/api", tags=["Control"], default_response_class=JSONResponse)
 
 
 def _engine(request: Request) -> Engine:

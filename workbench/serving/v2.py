@@ -8,22 +8,25 @@ orjson, or with binary tensors when the client asks for them.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 import uuid
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import ORJSONResponse
 
 from workbench import __version__
 from workbench.engine import Deployment, Engine
 from workbench.errors import InvalidInput, NotDeployed, WorkbenchError
 from workbench.pipeline.inference import OnnxStage
 from workbench.serving.codec import HEADER_LENGTH, decode_request, encode_response, v2_datatype
+from workbench.serving.responses import JSONResponse
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["Open Inference Protocol (KServe V2)"], default_response_class=ORJSONResponse)
+router = APIRouter(tags=["Open Inference Protocol (KServe V2)"], default_response_class=JSONResponse)
 
 #: Extensions this server speaks.
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -64,7 +67,7 @@ async def live() -> dict[str, Any]:
 @router.get("/v2/health/ready", summary="Readiness: every deployed pipeline has a warm worker")
 async def ready(request: Request) -> Response:
     is_ready = _engine(request).ready()
-    return ORJSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
 # -- models -----------------------------------------------------------------------------
@@ -95,7 +98,7 @@ async def model_ready(request: Request, name: str, version: str | None = None) -
     engine = _engine(request)
     _check_version(engine, name, version)
     is_ready = engine.ready(name)
-    return ORJSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
+    return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
 
 
 @router.post("/v2/models/{name}/infer", summary="Inference (JSON or binary tensors)")
@@ -105,6 +108,7 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
     engine = _engine(request)
     deployment = _check_version(engine, name, version)
     header, tensors = decode_request(await request.body(), request.headers.get(HEADER_LENGTH))
+    _check_datatypes(deployment, tensors)
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")
@@ -115,15 +119,34 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
     prediction = await engine.predict(name, tensors, timeout_s=_timeout_s(request, parameters))
     outputs = prediction.outputs if wanted is None else {n: prediction.outputs[n] for n in wanted}
     stage = _versioned(deployment)
+    # NOTE: the version that computed the outputs: a swap may have made another one active meanwhile.
+    served = prediction.variants.get(stage.name, stage.variant) if stage else None
     timings = dict(prediction.timings_ms)
     timings["http"] = (time.perf_counter() - received) * 1e3 - timings.get("total", 0.0)
     body, header_length = encode_response(
-        name, stage.variant if stage else None, request_id or uuid.uuid4().hex, outputs, binary,
+        name, served, request_id or uuid.uuid4().hex, outputs, binary,
         {"timings_ms": timings})
     if header_length is None:
         return Response(body, media_type="application/json")
     return Response(body, media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(header_length)})
+
+
+def _check_datatypes(deployment: Deployment, tensors: dict[str, np.ndarray]) -> None:
+    """Each input's datatype must be the one the model metadata gives, as Triton checks.
+
+    NOTE: the pipeline would accept a castable dtype (BOOL or INT64 data for an FP32 input), but a V2
+    client states the datatype, and one that differs from the metadata is a client bug worth naming.
+    """
+    specs = deployment.pipeline.input_specs
+    for name, array in tensors.items():
+        spec = specs.get(name)
+        if spec is None:
+            continue  # NOTE: the pipeline names the unknown tensor and the ones it expects
+        given, expected = v2_datatype(array.dtype), v2_datatype(spec.dtype)
+        if given != expected:
+            raise InvalidInput(f"tensor {name!r}: datatype {given} where model {deployment.name!r} expects "
+                               f"{expected}", name)
 
 
 def _requested_outputs(header: dict[str, Any], parameters: dict[str, Any],
@@ -145,7 +168,10 @@ def _requested_outputs(header: dict[str, Any], parameters: dict[str, Any],
             raise InvalidInput(f"unknown output {item['name']!r}; model {deployment.name!r} has {list(available)}",
                                item["name"])
         names.append(item["name"])
-        if (item.get("parameters") or {}).get("binary_data") is True:
+        options = item.get("parameters") or {}
+        if not isinstance(options, dict):
+            raise InvalidInput(f"output {item['name']!r}: 'parameters' must be an object")
+        if options.get("binary_data") is True:
             chosen.add(item["name"])
     return names, binary if binary is True else chosen
 
@@ -161,12 +187,13 @@ def _timeout_s(request: Request, parameters: dict[str, Any]) -> float | None:
     if value is None:
         default: float | None = request.app.state.config.default_timeout_ms
         return default * 1e-3 if default else None
-    try:
-        seconds = float(value) * scale
-    except (TypeError, ValueError):
-        raise InvalidInput(f"the request timeout must be a number, not {value!r}") from None
-    if seconds <= 0:
-        raise InvalidInput("the request timeout must be > 0")
+    seconds = math.nan
+    if not isinstance(value, bool):
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            seconds = float(value) * scale
+    # NOTE: the batcher turns the deadline into integer nanoseconds, which NaN and infinity have not.
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidInput(f"the request timeout must be a finite number > 0, not {value!r}")
     return seconds
 
 

@@ -1,0 +1,65 @@
+"""Requests that fit a pipeline's inputs, for the traffic lab and the demo.
+
+The demo pipelines get real data (held-out breast-cancer rows with missing
+values, sentences of the demo corpus); any other pipeline gets values made up
+from its input specs: numbers from a standard normal, strings from the demo
+corpus. Made-up requests exercise batching and latency; they say nothing of
+the model's quality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from workbench.pipeline.graph import Pipeline
+from workbench.tensor import TensorSpec
+
+__all__ = ["request_maker"]
+
+Request = dict[str, np.ndarray]
+
+
+def request_maker(pipeline: Pipeline, *, seed: int = 0) -> Callable[[int], Request]:
+    """A function that returns a request of ``rows`` rows for ``pipeline`` on each call.
+
+    Examples
+    --------
+    >>> make = request_maker(pipeline)         # doctest: +SKIP
+    >>> make(4)["features"].shape              # doctest: +SKIP
+    (4, 30)
+    """
+    rng = np.random.default_rng(seed)
+    makers = {name: _tensor_maker(pipeline.name, spec, rng) for name, spec in pipeline.input_specs.items()}
+    return lambda rows: {name: make(rows) for name, make in makers.items()}
+
+
+def _tensor_maker(pipeline: str, spec: TensorSpec, rng: np.random.Generator) -> Callable[[int], np.ndarray]:
+    if spec.dtype == "str":
+        from workbench.demo.corpus import topic_sentences
+
+        sentences = np.array(topic_sentences("test")[0], dtype=object)
+        return lambda rows: sentences[rng.integers(0, len(sentences), rows)]
+    pool = _demo_rows(spec) if pipeline == "tabular" else None
+    if pool is not None:
+        return lambda rows: pool[rng.integers(0, len(pool), rows)]
+    inner = tuple(1 if d < 0 else d for d in (spec.shape or (-1,))[1:])
+    dtype = spec.numpy_dtype
+    if np.issubdtype(dtype, np.floating):
+        return lambda rows: rng.standard_normal((rows, *inner)).astype(dtype)
+    if dtype == np.bool_:
+        return lambda rows: rng.integers(0, 2, (rows, *inner)).astype(dtype)
+    return lambda rows: rng.integers(0, 10, (rows, *inner)).astype(dtype)
+
+
+def _demo_rows(spec: TensorSpec) -> np.ndarray | None:
+    """The tabular demo's held-out rows when they fit ``spec`` (scikit-learn ships the data set)."""
+    try:
+        from workbench.demo.tabular import load_tabular_data
+
+        rows = load_tabular_data().x_test
+    except ImportError:
+        return None
+    fits = spec.shape is None or (len(spec.shape) == 2 and spec.shape[1] in (-1, rows.shape[1]))
+    return rows.astype(spec.numpy_dtype) if fits and spec.dtype.startswith("float") else None

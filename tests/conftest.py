@@ -12,6 +12,9 @@ from workbench.models import ModelRepository
 from workbench.pipeline import Pipeline
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# NOTE: the prediction log is on by default; the suite would fill the shared home's database with test
+# traffic. Tests of the log give it a file of their own.
+os.environ.setdefault("WORKBENCH_PREDICTION_LOG", "off")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -90,10 +90,13 @@ class Workbench:
     # -- deployments -------------------------------------------------------------------
     def deploy(self, target: Pipeline | str | Path, *, name: str | None = None,
                batching: BatchingConfig | Mapping[str, Any] | None = None, placement: str = "fused",
-               variant: str | None = None) -> dict[str, Any]:
-        """Deploy a pipeline, a pipeline file or a demo name; returns what was deployed."""
+               variant: str | None = None, reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Deploy a pipeline, a pipeline file or a demo name; returns what was deployed.
+
+        ``reference``: inputs to score drift against (see :meth:`set_reference`).
+        """
         deployment = self._call(self.engine.deploy, target, name=name, batching=batching, placement=placement,
-                                variant=variant)
+                                variant=variant, reference=reference)
         return {"name": deployment.name, "variants": deployment.variants, "placement": deployment.placement,
                 "dashboard_link": self.dashboard_link}
 
@@ -176,6 +179,39 @@ class Workbench:
         last ``recent_s`` seconds only, where the effect of a change shows within seconds.
         """
         return self._call_sync(self.engine.stats, name, recent_s=recent_s)
+
+    # -- feedback ----------------------------------------------------------------------
+    def feedback(self, name: str, labels: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
+        """Post ground-truth labels by request id (``{id: label}`` or ``[{"id": ..., "label": ...}]``).
+
+        The ids are ``Prediction.request_id`` (or the V2 response's ``id``); returns what was
+        accepted, the ids not found in the prediction log, and the live quality per variant.
+        """
+        return self._call(self.engine.feedback, name, labels)
+
+    def quality(self, name: str) -> dict[str, Any]:
+        """Live quality per variant from the labels posted: count, accuracy, per-class precision and recall."""
+        return self._call_sync(self.engine.quality, name)
+
+    def export_predictions(self, path: str | Path, name: str | None = None, since: float | None = None) -> int:
+        """Write the logged predictions (of ``name``, from Unix time ``since``) with their labels to Parquet."""
+        return self._call(self.engine.export_predictions, path, name, since)
+
+    def set_reference(self, name: str, inputs: Mapping[str, Any], *, predictions: Mapping[str, Any] | None = None,
+                      **monitor: Any) -> dict[str, Any]:
+        """Score ``name``'s served rows for drift against reference ``inputs``; returns :meth:`drift`.
+
+        Examples
+        --------
+        >>> wb.set_reference("tabular", {"features": x_train})      # doctest: +SKIP
+        >>> wb.stats("tabular")["drift"]["alerts"]                  # doctest: +SKIP
+        ['features[3]']
+        """
+        return self._call(self.engine.set_reference, name, inputs, predictions=predictions, **monitor)
+
+    def drift(self, name: str) -> dict[str, Any]:
+        """PSI per input feature and for the predictions, the worst features and the alert level."""
+        return self._call_sync(self.engine.drift, name)
 
     def metrics_text(self) -> str:
         """Every metric in the Prometheus text format, as ``GET /metrics`` serves it.

@@ -36,6 +36,23 @@ class WorkbenchSettings(BaseSettings):
     """``auto``: GPU for stages that ask for it when a GPU works; ``cpu``: never; ``gpu``: every model."""
     ui_refresh_s: float = Field(1.0, gt=0, le=60)
     """Seconds between two refreshes of the live views (notebook widgets, dashboard) from the statistics."""
+    prediction_log: str | None = None
+    """Where answered requests are logged: a SQLite file path or ``sqlite:///<path>`` URL; unset:
+    ``<home>/predictions.sqlite``; empty or ``off``: not logged (see :mod:`workbench.monitor.predlog`)."""
+    prediction_log_max_rows: int | None = Field(1_000_000, ge=1)
+    """Most predictions the log keeps (the oldest go first); unset: no bound by count."""
+    prediction_log_max_age_s: float | None = Field(30 * 86400, gt=0)
+    """Predictions older than this many seconds are deleted from the log; unset: no bound by age."""
+    gc_mitigate: bool = True
+    """Apply the GC mitigations below after each deploy, in the serving process and on workers; off: neither."""
+    gc_freeze: bool = True
+    """``gc.freeze()`` once the pipeline is warm: full collections no longer traverse models and modules."""
+    gc_threshold0: int | None = Field(None, ge=1)
+    """Allocations between two young collections (Python's default is 700); unset keeps the interpreter's.
+
+    Off by default: ``benchmarks/bench_pycosts.py`` showed fewer but longer young pauses and no p99 gain."""
+    gil_sampler: bool = True
+    """Run the thread that estimates GIL contention (a wake every 5 ms) in each process."""
 
     @property
     def repository_dir(self) -> Path:

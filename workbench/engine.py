@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,7 +22,11 @@ from workbench.batching.autotune import AutoTuner, Decision, TuningRules
 from workbench.batching.batcher import DynamicBatcher, RunBatch
 from workbench.config import BatchingConfig
 from workbench.errors import NotDeployed, WorkbenchError
+from workbench.monitor.drift import DriftCollector, DriftMonitor
+from workbench.monitor.feedback import FeedbackLoop
 from workbench.monitor.metrics import DeploymentGauges, EngineGauges, Metrics
+from workbench.monitor.predlog import PredictionLog, open_prediction_log
+from workbench.monitor.pycosts import CachedFetch, PythonCostsCollector, mitigate_as_configured, process_costs
 from workbench.monitor.stats import BatcherStats
 from workbench.pipeline.graph import Pipeline, Prediction
 
@@ -95,6 +100,8 @@ class Deployment:
     """Moves the knobs towards ``latency_target_ms`` while the mode is ``"auto"``."""
     swapping: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     """Held by a variant swap: swaps asked for at once take turns."""
+    drift: DriftMonitor | None = field(default=None, repr=False)
+    """Scores the served rows against reference data, once :meth:`Engine.set_reference` gave some."""
 
     @property
     def variants(self) -> dict[str, str]:
@@ -120,13 +127,23 @@ class Deployment:
 class Engine:
     """Deployments on a backend, each behind its own dynamic batcher. Use it from one event loop."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, prediction_log: PredictionLog | bool = True) -> None:
         self.backend = backend
+        self.predictions = open_prediction_log() if prediction_log is True else (prediction_log or None)
+        """Where answered requests are logged (``True``: as the settings say; ``False``: nowhere)."""
+        self.feedback_loop = FeedbackLoop(self.predictions) if self.predictions is not None else None
         self._deployments: dict[str, Deployment] = {}
         self._autoscaler: Autoscaler | None = None
         self.metrics = Metrics(self._gauges)
         """This engine's Prometheus metrics (its own registry); see :mod:`workbench.monitor.metrics`."""
+        self.metrics.register(DriftCollector(self._drift_monitors))
         backend.on_workers_changed(self._workers_changed)
+        process_costs()
+        # NOTE: worker figures are fetched when read (stats, scrape), one client.run per 5 s at most, rather
+        # than piggy-backed on batch replies: nothing is added to the request path, and nobody pays when no one looks.
+        fetch = getattr(backend, "python_costs", None)
+        self._worker_costs = CachedFetch(fetch) if fetch is not None else None
+        self.metrics.register(PythonCostsCollector(self.python_costs))
 
     @classmethod
     def inprocess(cls) -> Engine:
@@ -156,6 +173,9 @@ class Engine:
             await deployment.batcher.close()
         self._deployments.clear()
         await self.backend.close()
+        if self.predictions is not None:
+            # NOTE: after the batchers: every request they answered has been queued, and is written now.
+            await asyncio.to_thread(self.predictions.close)
 
     # -- deployments -------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -174,8 +194,11 @@ class Engine:
 
     async def deploy(self, target: Pipeline | str | Path, *, name: str | None = None,
                      batching: BatchingConfig | Mapping[str, Any] | None = None, placement: str = "fused",
-                     variant: str | None = None) -> Deployment:
-        """Deploy a pipeline (object, file, or demo name) under ``name`` (default: the pipeline's name)."""
+                     variant: str | None = None, reference: Mapping[str, Any] | None = None) -> Deployment:
+        """Deploy a pipeline (object, file, or demo name) under ``name`` (default: the pipeline's name).
+
+        ``reference``: inputs (many rows) to score drift against, as :meth:`set_reference` takes them.
+        """
         pipeline = resolve_pipeline(target, load=self.backend.loads_locally)
         if variant is not None:
             pipeline = pipeline.with_variant(variant)
@@ -191,6 +214,7 @@ class Engine:
             TuningRules(target_p99_ms=target_p99_ms)
         generation = 1
         runner = await self.backend.deploy(name, generation, pipeline, placement)
+        mitigate_as_configured()  # NOTE: the pipeline is warm here (in-process); workers apply it in their plugin
         deployment = self._add(name, pipeline, generation, placement, runner, config, pinned="max_in_flight" in (
             batching if isinstance(batching, Mapping) else {}))
         deployment.record("deployed", variants=deployment.variants, placement=placement)
@@ -198,6 +222,8 @@ class Engine:
             deployment.latency_target_ms = float(target_p99_ms)
             self._follow_target(deployment)
         await self.backend.publish(name, deployment.state())
+        if reference is not None:
+            await self.set_reference(name, reference)
         return deployment
 
     def _add(self, name: str, pipeline: Pipeline, generation: int, placement: str, runner: RunBatch,
@@ -295,11 +321,14 @@ class Engine:
                                batch_size=batch_size, columns=columns, overwrite=overwrite, progress=progress)
 
     # -- requests and knobs ------------------------------------------------------------
-    async def predict(self, name: str, inputs: Mapping[str, Any], *, timeout_s: float | None = None) -> Prediction:
+    async def predict(self, name: str, inputs: Mapping[str, Any], *, timeout_s: float | None = None,
+                      request_id: str | None = None) -> Prediction:
         """Validate a request, queue it for its pipeline's batcher and await its outputs and timings.
 
         ``timeout_s`` is the request's deadline: if it has not been dispatched by
         then, it fails with :class:`~workbench.batching.DeadlineExceeded` and is not run.
+        ``request_id`` names the request in the prediction log (a new one when not given);
+        it comes back as ``Prediction.request_id``, for labels posted later (:meth:`feedback`).
         """
         deployment = self.deployment(name)
         try:
@@ -307,7 +336,71 @@ class Engine:
         except WorkbenchError as exc:
             self.metrics.observer(name).request_failed(exc.status_code, 1)
             raise
-        return await deployment.batcher.submit(tensors, timeout_s=timeout_s)
+        prediction = await deployment.batcher.submit(tensors, timeout_s=timeout_s)
+        if deployment.drift is not None:
+            deployment.drift.record(tensors, prediction.outputs)
+        prediction.request_id = request_id or uuid.uuid4().hex
+        if self.predictions is not None:
+            # NOTE: only queues a record (references, no copy): the log's own thread encodes and writes it.
+            self.predictions.record(prediction.request_id, name, prediction.variants or deployment.variants,
+                                    tensors, prediction.outputs, prediction.timings_ms.get("total"))
+        return prediction
+
+    # -- feedback ----------------------------------------------------------------------
+    def _feedback(self) -> FeedbackLoop:
+        if self.feedback_loop is None:
+            raise WorkbenchError("the prediction log is off (WORKBENCH_PREDICTION_LOG=off), so labels have "
+                                 "nothing to join: turn it on to collect feedback", 409)
+        return self.feedback_loop
+
+    async def feedback(self, name: str, labels: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
+        """Join ground-truth labels to the predictions logged for ``name``; returns the counts and the quality.
+
+        ``labels`` is ``{request_id: label}`` or ``[{"id": ..., "label": ...}, ...]``; a request of
+        several rows takes a list of labels. Ids not in the log come back under ``"unknown"``.
+        See :mod:`workbench.monitor.feedback`.
+        """
+        loop = self._feedback()
+        # NOTE: joining reads the SQLite file (after the writer caught up): a worker thread, not the loop.
+        return await asyncio.to_thread(loop.add, name, labels)
+
+    def quality(self, name: str) -> dict[str, Any]:
+        """Live quality of ``name`` per variant from the labels posted: count, accuracy, per-class precision/recall."""
+        if self.feedback_loop is None:
+            return {"pipeline": name, "output": None, "variants": {}, "log": "off"}
+        return self.feedback_loop.quality(name)
+
+    async def export_predictions(self, path: str | Path, name: str | None = None,
+                                 since: float | None = None) -> int:
+        """Write the logged predictions (of ``name``, from Unix time ``since``) and their labels to Parquet."""
+        log = self._feedback().log
+        return await asyncio.to_thread(log.export_parquet, path, name, since)
+
+    async def set_reference(self, name: str, inputs: Mapping[str, Any], *,
+                            predictions: Mapping[str, Any] | None = None, **monitor: Any) -> dict[str, Any]:
+        """Score ``name``'s served rows for drift against reference ``inputs`` (the training data, say).
+
+        ``predictions`` are the reference of the prediction drift; by default the deployment computes
+        them on ``inputs`` (one batch, not counted in its stats). ``monitor`` goes to
+        :class:`~workbench.monitor.drift.DriftMonitor` (``window_rows``, ``window_s``, ``thresholds``, ...).
+        The live window starts empty. Returns :meth:`drift`.
+        """
+        deployment = self.deployment(name)
+        tensors = deployment.pipeline.validate(inputs)
+        if predictions is None:
+            predictions = (await deployment.runner(tensors)).outputs
+        deployment.drift = DriftMonitor(tensors, predictions, **monitor)
+        deployment.record("drift_reference", rows=deployment.drift.reference_rows,
+                          features=len(deployment.drift.inputs))
+        return self.drift(name)
+
+    def drift(self, name: str) -> dict[str, Any]:
+        """Drift scores of ``name`` (see :meth:`DriftMonitor.report`), or ``{"level": "no_reference"}``."""
+        monitor = self.deployment(name).drift
+        return monitor.report() if monitor is not None else {"level": "no_reference"}
+
+    def _drift_monitors(self) -> dict[str, DriftMonitor]:
+        return {name: d.drift for name, d in list(self._deployments.items()) if d.drift is not None}
 
     def set_batching(self, name: str, **changes: Any) -> BatchingConfig:
         """Change a deployment's knobs; they apply from the next batch.
@@ -470,10 +563,22 @@ class Engine:
             "autotune": self._autotune_state(deployment),
             "autoscaling": self.autoscaling(name),
             "events": list(deployment.events)[-20:],
+            "python": self.python_costs(),
+            "drift": self.drift(name),
+            "quality": self.quality(name),
+            "prediction_log": self.predictions.stats() if self.predictions is not None else None,
         })
         if recent_s is not None:
             stats["recent"] = deployment.batcher.stats.recent(recent_s)
         return stats
+
+    def python_costs(self) -> dict[str, Any]:
+        """GC pauses and GIL contention of the serving process and of each worker (``stats(name)["python"]``).
+
+        See :mod:`workbench.monitor.pycosts`; worker figures are at most a few seconds old.
+        """
+        workers = self._worker_costs.get() if self._worker_costs is not None else {}
+        return {"serving": process_costs().snapshot(), "workers": workers}
 
     def describe(self) -> dict[str, Any]:
         """The backend (kind, dashboard link, workers) and what is deployed."""

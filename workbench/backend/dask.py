@@ -21,7 +21,7 @@ from distributed import Client, LocalCluster
 
 from workbench.backend.dispatch import DaskRunner
 from workbench.backend.pool import WorkerPool
-from workbench.backend.worker import EVENTS_TOPIC, DeploymentPlugin, plugin_name
+from workbench.backend.worker import EVENTS_TOPIC, DeploymentPlugin, plugin_name, python_costs
 from workbench.errors import WorkbenchError
 from workbench.pipeline.graph import Pipeline
 
@@ -184,6 +184,10 @@ class DaskBackend:
     async def published(self) -> dict[str, Any]:
         # NOTE: Dask's msgpack hands lists back as tuples; a pipeline spec wants its lists back.
         return dict(_lists(await self.client.get_metadata(METADATA_KEY, default={})))
+
+    async def python_costs(self) -> dict[str, Any]:
+        """GC pauses and GIL contention of each worker: one ``client.run`` round trip, by address."""
+        return dict(await self.client.run(python_costs))
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -23,9 +23,10 @@ from typing import Any
 from distributed import Worker, WorkerPlugin
 
 from workbench.backend.wire import decode_tensors, encode_error, encode_tensors
+from workbench.monitor.pycosts import mitigate_as_configured, process_costs
 from workbench.pipeline.graph import Pipeline, Segment
 
-__all__ = ["EVENTS_TOPIC", "HANDLER", "DeploymentPlugin", "plugin_name"]
+__all__ = ["EVENTS_TOPIC", "HANDLER", "DeploymentPlugin", "plugin_name", "python_costs"]
 
 #: Dask event topic on which workers announce deployments they are ready to run (or dropped).
 EVENTS_TOPIC = "workbench"
@@ -67,6 +68,11 @@ class DeploymentPlugin(WorkerPlugin):
         # event loop (heartbeats, other deployments' batches) turning meanwhile.
         self.pipeline = await asyncio.get_running_loop().run_in_executor(None, self._build)
         self.segments = self.pipeline.segments()
+        # NOTE: the recorder is process-wide (installed once, whatever the number of deployments); Dask's own
+        # GIL monitor, where it runs (gilknocker installed), stands in for our sampler.
+        process_costs(gil=not _dask_gil_monitor(worker))
+        # NOTE: after the build, so that the warm sessions are what gc.freeze() takes out of later collections.
+        mitigate_as_configured()
         worker.log_event(EVENTS_TOPIC, {
             "event": "ready", **self.describe(worker), "load_ms": (time.perf_counter() - began) * 1e3,
         })
@@ -86,6 +92,20 @@ class DeploymentPlugin(WorkerPlugin):
             "resources": dict(worker.state.total_resources), "nthreads": worker.state.nthreads,
             "providers": providers,
         }
+
+def _dask_gil_monitor(worker: Worker) -> bool:
+    return bool(getattr(worker.monitor, "monitor_gil_contention", False))
+
+
+def python_costs(dask_worker: Any = None) -> dict[str, Any]:
+    """Run on each worker (``client.run``): its GC pauses and GIL contention (see :mod:`workbench.monitor.pycosts`)."""
+    dask_gil = None
+    if dask_worker is not None and _dask_gil_monitor(dask_worker):
+        recent = list(dask_worker.monitor.quantities.get("gil_contention", ()))[-60:]
+        dask_gil = {"contention": sum(recent) / len(recent) if recent else 0.0, "source": "dask",
+                    "samples": len(recent)}
+    return process_costs().snapshot(gil=dask_gil)
+
 
 def install_handler(worker: Worker) -> None:
     """Add the batch handler to the worker's comm server (once per worker)."""

@@ -329,8 +329,12 @@ class DynamicBatcher:
             return pending
         if timeout_s is None:
             return await self._queue.get()
+        if not self._queue.empty():
+            # NOTE: under load the next request is usually queued already: take it without the task and
+            # timer of wait_for (a fifth of the engine's CPU time per request at 32 concurrent clients).
+            return self._queue.get_nowait()
         if timeout_s <= 0:
-            return self._queue.get_nowait() if not self._queue.empty() else None
+            return None
         try:
             return await asyncio.wait_for(self._queue.get(), timeout_s)
         except TimeoutError:

@@ -34,11 +34,14 @@ class Prediction:
     ``"validate"`` (checking the request) and ``"total"``. ``variants`` names the
     variant of each inference stage that computed the outputs, when the runner
     knows it: a swap may change the active variant while a batch runs.
+    ``request_id`` is the request's id, which labels posted later refer to.
     """
 
     outputs: dict[str, np.ndarray]
     timings_ms: dict[str, float] = field(default_factory=dict)
     variants: dict[str, str] = field(default_factory=dict)
+    request_id: str = ""
+    """The id the request was logged under (:meth:`Engine.predict` sets it; a new one when the caller gave none)."""
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.outputs[name]

@@ -7,10 +7,14 @@ Python API, the dashboard and the widgets. Documented in the OpenAPI schema
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 
 from workbench.engine import Engine
 from workbench.serving.responses import JSONResponse
@@ -51,6 +55,16 @@ class SwapRequest(BaseModel):
 
 class LatencyTarget(BaseModel):
     target_p99_ms: float | None = Field(description="p99 latency target in ms; null clears it.", gt=0)
+
+
+class Label(BaseModel):
+    id: str = Field(min_length=1, description="The request id (the V2 response's `id`).")
+    label: str | int | list[str | int] = Field(description="The true class; a list of them for a request of "
+                                                           "several rows.")
+
+
+class Feedback(BaseModel):
+    labels: list[Label] = Field(description="One label or many, by request id.")
 
 
 class Autoscale(BaseModel):
@@ -109,6 +123,32 @@ async def set_latency_target(request: Request, name: str, body: LatencyTarget) -
 @router.get("/pipelines/{name}/stats", summary="Rolling latency, throughput, batches, workers and events")
 async def stats(request: Request, name: str) -> dict[str, Any]:
     return _engine(request).stats(name)
+
+
+@router.post("/pipelines/{name}/feedback", summary="Post ground-truth labels by request id (one or many)")
+async def feedback(request: Request, name: str, body: Feedback) -> dict[str, Any]:
+    labels = [(item.id, item.label) for item in body.labels]
+    return await _engine(request).feedback(name, labels)
+
+
+@router.get("/pipelines/{name}/quality", summary="Live quality per variant from the labels posted")
+async def quality(request: Request, name: str) -> dict[str, Any]:
+    return _engine(request).quality(name)
+
+
+# NOTE: a download rather than an export to a path the client names: the server never writes where it is told.
+@router.get("/pipelines/{name}/predictions.parquet", summary="The logged predictions and their labels, as Parquet",
+            response_class=FileResponse)
+async def export_predictions(request: Request, name: str, since: float | None = None) -> FileResponse:
+    handle, path = tempfile.mkstemp(suffix=".parquet", prefix="predictions-")
+    os.close(handle)
+    try:
+        await _engine(request).export_predictions(path, name, since)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return FileResponse(path, media_type="application/vnd.apache.parquet", filename=f"{name}-predictions.parquet",
+                        background=BackgroundTask(os.unlink, path))
 
 
 @router.get("/cluster", summary="The backend, its workers and the deployments")

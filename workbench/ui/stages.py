@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import panel as pn
 from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
 from bokeh.plotting import figure
@@ -10,7 +13,7 @@ from workbench.ui.component import COLOURS, Component, card
 from workbench.ui.feed import Sample
 from workbench.ui.rows import stage_rows
 
-__all__ = ["StageChart"]
+__all__ = ["StageChart", "python_line"]
 
 
 class StageChart(Component):
@@ -39,7 +42,8 @@ class StageChart(Component):
         fig.legend.background_fill_alpha = 0.7
         fig.legend.border_line_color = None
         self.figure = fig
-        return card("Where the time goes", pn.pane.Bokeh(fig, sizing_mode="stretch_width"))
+        self.python = pn.pane.Markdown("", name="stages-python", margin=(0, 10), styles={"font-size": "11px"})
+        return card("Where the time goes", pn.pane.Bokeh(fig, sizing_mode="stretch_width"), self.python)
 
     def update(self, sample: Sample, fresh: bool) -> None:
         stats = sample.stats.get(self.state.pipeline or "")
@@ -50,3 +54,17 @@ class StageChart(Component):
             self.parts.factors = parts
         self.x_range.end = max(rows["p99"], default=0) * 1.08 or 1
         self.source.data = rows
+        self.python.object = python_line(stats.get("python") if stats is not None else None)
+
+
+def python_line(python: Mapping[str, Any] | None) -> str:
+    """Python's own costs beside the stages: GC pauses and GIL contention per process, over the window."""
+    if not python:
+        return ""
+    processes = {"serving": python.get("serving") or {}, **(python.get("workers") or {})}
+    parts = []
+    for process, figures in processes.items():
+        gc_figures, gil = figures.get("gc") or {}, figures.get("gil") or {}
+        parts.append(f"**{process}**: GC {gc_figures.get('count', 0)} pauses, {gc_figures.get('total_ms', 0):.1f} ms, "
+                     f"longest {gc_figures.get('longest_ms', 0):.1f} ms · GIL {gil.get('contention', 0):.0%}")
+    return "Python's own costs (window): " + "; ".join(parts)

@@ -123,18 +123,27 @@ def _free_port(host: str) -> int:
 @click.option("--max-body-mb", type=float, default=64.0, show_default=True, help="Largest request body.")
 @click.option("--dashboard/--no-dashboard", default=True, show_default=True,
               help="Serve the Panel dashboard at /dashboard.")
+@click.option("--tls-ca-file", default=None, help="CA certificate of a Dask cluster that uses TLS.")
+@click.option("--tls-cert", default=None, help="Client certificate for that cluster.")
+@click.option("--tls-key", default=None, help="Client key for that cluster.")
 def serve(targets: tuple[str, ...], host: str, port: int, scheduler: str | None, workers: int, inprocess: bool,
-          token: str | None, timeout_ms: float | None, max_body_mb: float, dashboard: bool) -> None:
+          token: str | None, timeout_ms: float | None, max_body_mb: float, dashboard: bool,
+          tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None) -> None:
     """Serve TARGETS (demo names or pipeline files) over the Open Inference Protocol on one port."""
     from workbench.serving.app import ServeConfig
     from workbench.serving.server import serve as run_server
 
+    security = None
+    if tls_ca_file or tls_cert or tls_key:
+        from workbench.backend.dask import tls_security
+
+        security = tls_security(tls_ca_file, tls_cert, tls_key)
     config = ServeConfig(default_timeout_ms=timeout_ms, max_body_bytes=int(max_body_mb * 2**20), dashboard=dashboard)
     # NOTE: uvicorn stops gracefully on Ctrl-C (SIGINT), then raises the signal again for its caller: the
     # stop was asked for and done, so the command ends with status 0 rather than click's "Aborted!" (1).
     with contextlib.suppress(KeyboardInterrupt):
         run_server(list(targets), host=host, port=port, scheduler=scheduler, workers=workers, inprocess=inprocess,
-                   token=token, config=config, echo=click.echo)
+                   token=token, security=security, config=config, echo=click.echo)
 
 
 @main.command()

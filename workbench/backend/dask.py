@@ -25,7 +25,7 @@ from workbench.backend.worker import EVENTS_TOPIC, DeploymentPlugin, plugin_name
 from workbench.errors import WorkbenchError
 from workbench.pipeline.graph import Pipeline
 
-__all__ = ["DaskBackend"]
+__all__ = ["DaskBackend", "tls_security"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,13 @@ logger = logging.getLogger(__name__)
 METADATA_KEY = "workbench-deployments"
 #: How often the list of live workers is checked against the scheduler.
 _RECONCILE_S = 1.0
+
+
+def tls_security(ca_file: str | None, cert: str | None, key: str | None) -> Any:
+    """A ``distributed.security.Security`` for a cluster that uses TLS (client certificate and CA)."""
+    from distributed.security import Security
+
+    return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
 
 
 class DaskBackend:

@@ -28,14 +28,19 @@ __all__ = ["engine_factory", "serve", "uvicorn_config"]
 
 
 def engine_factory(scheduler: str | None, workers: int, threads_per_worker: int = 1,
-                   inprocess: bool = False) -> Callable[[], Any]:
-    """How the server gets its engine: in-process, a LocalCluster of its own, or an existing cluster."""
+                   inprocess: bool = False, security: Any = None) -> Callable[[], Any]:
+    """How the server gets its engine: in-process, a LocalCluster of its own, or an existing cluster.
+
+    ``security`` (a ``distributed.security.Security``) is passed to the Dask client of an
+    existing cluster that uses TLS; without it, Dask's own configuration applies
+    (``distributed.comm.tls.*``, e.g. from ``DASK_DISTRIBUTED__COMM__TLS__...`` variables).
+    """
 
     async def start() -> Engine:
         if inprocess:
             return Engine.inprocess()
         if scheduler:
-            return await Engine.connect(scheduler)
+            return await Engine.connect(scheduler, **({"security": security} if security is not None else {}))
         return await Engine.local(workers, threads_per_worker)
 
     return start
@@ -52,7 +57,7 @@ def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
 
 def serve(targets: Sequence[Pipeline | str | Path], *, host: str = "127.0.0.1", port: int = 8000,
           scheduler: str | None = None, workers: int = 2, inprocess: bool = False, token: str | None = None,
-          config: ServeConfig | None = None, echo: Callable[[str], None] = print,
+          security: Any = None, config: ServeConfig | None = None, echo: Callable[[str], None] = print,
           on_ready: Callable[[uvicorn.Server], Any] | None = None) -> None:
     """Serve ``targets`` until SIGINT/SIGTERM; prints one line with the URLs when ready.
 
@@ -66,7 +71,7 @@ def serve(targets: Sequence[Pipeline | str | Path], *, host: str = "127.0.0.1", 
         token = secrets.token_urlsafe(24)
         echo(f"bound beyond loopback: the control API needs 'Authorization: Bearer {token}'")
     config.token = token
-    app = create_app(engine_factory(scheduler, workers, inprocess=inprocess), config)
+    app = create_app(engine_factory(scheduler, workers, inprocess=inprocess, security=security), config)
     server = uvicorn.Server(uvicorn_config(app, host, port))
 
     async def run() -> None:
@@ -75,7 +80,9 @@ def serve(targets: Sequence[Pipeline | str | Path], *, host: str = "127.0.0.1", 
             await asyncio.sleep(0.05)
         if server.started:
             engine: Engine = app.state.engine
-            base = f"http://{host}:{port}"
+            # NOTE: with port 0 the system picked one: report the port really bound.
+            bound = [sock.getsockname()[1] for listener in server.servers for sock in listener.sockets]
+            base = f"http://{host}:{bound[0] if bound else port}"
             dask = engine.describe().get("dashboard_link")
             echo(f"Inference Workbench serving {', '.join(engine.names()) or 'no pipeline yet'} at {base} "
                  f"(V2: {base}/v2, control: {base}/api, docs: {base}/docs, metrics: {base}/metrics"

@@ -126,9 +126,11 @@ class GilSampler:
     ``contention`` is the lateness summed over the window divided by the time
     slept: 0 for an idle interpreter, towards 1 when other threads keep the
     GIL. The timer's own overshoot (tens of µs a wake) sets a floor of about 1 %.
+    It wakes every 50 ms by default: each wake asks for the GIL, and at 5 ms the
+    sampler itself cost a serving process about 7 % of its CPU under load.
     """
 
-    def __init__(self, interval_s: float = 0.005, window_s: float = 60.0) -> None:
+    def __init__(self, interval_s: float = 0.05, window_s: float = 60.0) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
         self.interval_s = interval_s
@@ -168,7 +170,7 @@ class GilSampler:
 class ProcessCosts:
     """The GC pauses and GIL contention of one process (see :func:`process_costs`)."""
 
-    def __init__(self, window_s: float = 60.0, gil_interval_s: float = 0.005) -> None:
+    def __init__(self, window_s: float = 60.0, gil_interval_s: float = 0.05) -> None:
         self.gc = GcPauses(window_s)
         self.gil = GilSampler(gil_interval_s, window_s)
 

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-MARKER = "WORKBENCH_TEST_RUN"
+from processes import MARKER, processes_marked
 
 
 @dataclass
@@ -42,21 +41,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def processes_marked(marker: str) -> list[str]:
-    """Command lines of the live processes whose environment holds ``MARKER=marker``."""
-    found = []
-    needle = f"{MARKER}={marker}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.fixture(scope="module")

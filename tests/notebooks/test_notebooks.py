@@ -18,26 +18,11 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from processes import MARKER, processes_marked
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 ARTIFACTS = ROOT / "test-artifacts" / "notebooks"
-MARKER = "WORKBENCH_TEST_RUN"
-
-
-def processes_marked(marker: str) -> list[str]:
-    """Command lines of the live processes whose environment holds ``MARKER=marker``."""
-    found = []
-    needle = f"{MARKER}={marker}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-        except OSError:
-            continue
-    return found
 
 
 def execute(notebook: nbformat.NotebookNode, folder: Path, marker: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 #: Environment variable that tests set, with a value of their own, on every process they start.
@@ -22,3 +24,17 @@ def processes_marked(marker: str) -> list[str]:
         except OSError:
             continue
     return found
+
+
+def stop_all(processes: Iterable[subprocess.Popen[bytes]], timeout_s: float = 15.0) -> None:
+    """Terminate processes a test started, then kill those that do not stop within ``timeout_s``."""
+    processes = list(processes)
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout_s)

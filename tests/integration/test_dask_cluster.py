@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from processes import stop_all
 from waiting import eventually
 
 from workbench.api import Workbench
@@ -73,15 +74,7 @@ class Cluster:
         process.wait(timeout=30)
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_all(self.processes.values())
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from processes import stop_all
 from waiting import eventually
 
 from workbench.backend.dask import tls_security
@@ -68,15 +69,7 @@ def tls_cluster(certificates: dict[str, str], demo_home: object) -> Iterator[str
                  "--host", "127.0.0.1", *tls], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT))
         yield address
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
+        stop_all(processes)
 
 
 def test_workbench_connects_to_a_tls_cluster_and_predicts(tls_cluster: str, certificates: dict[str, str]) -> None:

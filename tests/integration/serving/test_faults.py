@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 import pytest
 from loopback import Answer, client, eventually, live_server, post, tabular_request, text_request
+from processes import stop_all
 from servers import Served, serving
 
 from workbench.demo.corpus import topic_sentences
@@ -335,15 +336,7 @@ class DaskProcesses:
         return (self.folder / f"{name}.log").read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
+        stop_all(self.processes.values())
 
 
 def test_ready_is_503_until_every_pipeline_has_a_warm_worker(tmp_path: Path, home: Path) -> None:

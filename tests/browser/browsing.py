@@ -5,78 +5,15 @@ Screenshots are kept under ``test-artifacts/browser/`` (ignored by git).
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-import uvicorn
-from fastapi import FastAPI
-
-from workbench.engine import Engine
-from workbench.serving.app import ServeConfig, create_app
-
-T = TypeVar("T")
+from typing import Any
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
-
-
-@dataclass
-class Live:
-    """A server running in a thread of its own; :meth:`call` runs a function on its loop, where the engine lives."""
-
-    app: FastAPI
-    server: uvicorn.Server
-    url: str
-    loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def engine(self) -> Engine:
-        engine: Engine = self.app.state.engine
-        return engine
-
-    def call(self, fn: Callable[[], T], timeout_s: float = 60.0) -> T:
-        assert self.loop is not None
-
-        async def run() -> T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout_s)
-
-
-@contextmanager
-def live_server(start: Callable[[], Any], config: ServeConfig) -> Iterator[Live]:
-    """``workbench serve``'s app with ``config`` on a free loopback port until the block ends."""
-    app = create_app(start, config)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    live = Live(app, server, f"http://127.0.0.1:{sock.getsockname()[1]}")
-
-    async def main() -> None:
-        live.loop = asyncio.get_running_loop()
-        await server.serve(sockets=[sock])
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), name="browser-test-server", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 180
-        while not server.started:
-            assert thread.is_alive(), "the server stopped while starting (see its log)"
-            assert time.monotonic() < deadline, "the server did not start in time"
-            time.sleep(0.05)
-        yield live
-    finally:
-        server.should_exit = True
-        thread.join(120)
-        sock.close()
 
 
 @dataclass
@@ -128,13 +65,3 @@ def open_page(browser: Any, url: str) -> Iterator[Page]:
         yield Page(page, errors)
     finally:
         context.close()
-
-
-def eventually(check: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        time.sleep(interval_s)

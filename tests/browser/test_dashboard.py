@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from browsing import Live, Page, eventually, live_server, open_page
+from browsing import Page, open_page
+from loopback import LiveServer, live_server
+from waiting import eventually
 
 from workbench.engine import Engine
 from workbench.serving.app import ServeConfig
@@ -24,23 +26,26 @@ TOKEN = "browser-test-token"
 
 
 @pytest.fixture(scope="module")
-def served(demo_home: object) -> Iterator[Live]:
+def served(demo_home: object) -> Iterator[LiveServer]:
     async def start() -> Engine:
         return await Engine.local(1, 1)
 
     with live_server(start, ServeConfig(targets=["tabular"])) as live:
-        live.call(lambda: Hub.of_app(live.app).lab.start("tabular", "poisson", 80))
+        async def start_traffic() -> None:
+            Hub.of_app(live.app).lab.start("tabular", "poisson", 80)
+
+        live.call(start_traffic)
         yield live
 
 
 @pytest.fixture
-def page(browser: Any, served: Live) -> Iterator[Page]:
+def page(browser: Any, served: LiveServer) -> Iterator[Page]:
     with open_page(browser, f"{served.url}/dashboard") as opened:
         yield opened
         assert opened.errors == [], opened.errors
 
 
-def batching(served: Live) -> dict[str, Any]:
+def batching(served: LiveServer) -> dict[str, Any]:
     pipelines = httpx.get(f"{served.url}/api/pipelines", timeout=30).json()
     return dict(next(p for p in pipelines if p["name"] == "tabular")["batching"])
 
@@ -57,7 +62,7 @@ def test_the_latency_chart_updates_live(page: Page) -> None:
     page.screenshot("dashboard-under-load")
 
 
-def test_the_batch_size_slider_changes_the_server_batching(page: Page, served: Live) -> None:
+def test_the_batch_size_slider_changes_the_server_batching(page: Page, served: LiveServer) -> None:
     before = batching(served)["max_batch_size"]
     handle = page.page.locator(".wb-max-batch-size .noUi-handle").first
     handle.focus()
@@ -69,7 +74,7 @@ def test_the_batch_size_slider_changes_the_server_batching(page: Page, served: L
     page.screenshot("dashboard-batch-size-moved")
 
 
-def test_swapping_the_variant_changes_the_served_version(page: Page, served: Live) -> None:
+def test_swapping_the_variant_changes_the_served_version(page: Page, served: LiveServer) -> None:
     metadata = httpx.get(f"{served.url}/v2/models/tabular", timeout=30).json()
     assert metadata["parameters"]["active_version"] == "gbt"
     page.page.locator(".wb-variant select").first.select_option(label="model: logreg")

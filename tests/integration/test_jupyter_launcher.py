@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from processes import MARKER, processes_marked
+from waiting import free_port
 
 
 @dataclass
@@ -34,13 +34,6 @@ class Lab:
 
     def get(self, path: str, timeout_s: float = 10.0) -> httpx.Response:
         return httpx.get(f"{self.url}{path}", headers={"Authorization": f"token {self.token}"}, timeout=timeout_s)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,9 +29,10 @@ import httpx
 import numpy as np
 import onnx
 import pytest
-from loopback import Answer, client, eventually, live_server, post, tabular_request, text_request
+from loopback import Answer, client, live_server, post, tabular_request, text_request
 from processes import stop_all
 from servers import Served, serving
+from waiting import eventually, free_port
 
 from workbench.demo.corpus import topic_sentences
 from workbench.demo.tabular import load_tabular_data
@@ -368,15 +368,8 @@ def test_ready_is_503_until_every_pipeline_has_a_warm_worker(tmp_path: Path, hom
 
 
 # -- (f) graceful shutdown --------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _start_serving(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
-    port = _free_port()
+    port = free_port()
     with open(tmp_path / "serve.log", "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "workbench.cli", "serve", *args, "--port", str(port)],
                                    stdout=subprocess.PIPE, stderr=log, text=True, cwd=tmp_path,

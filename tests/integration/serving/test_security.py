@@ -11,7 +11,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from typing import IO
 import httpx
 import pytest
 from servers import serving
+from waiting import free_port
 
 from workbench.serving.app import ServeConfig, is_loopback
 
@@ -112,13 +112,6 @@ def test_an_unknown_model_is_refused_before_it_is_looked_up(locked: httpx.Client
 
 
 # -- workbench serve beyond loopback ----------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _reader(stream: IO[str]) -> tuple[queue.Queue[str], threading.Thread]:
     """The lines of ``stream`` as they come, read by a thread (which ends at the end of the stream)."""
     lines: queue.Queue[str] = queue.Queue()
@@ -133,7 +126,7 @@ def _reader(stream: IO[str]) -> tuple[queue.Queue[str], threading.Thread]:
 
 
 def test_serve_beyond_loopback_generates_a_token_and_prints_it(demo_home: object) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_TOKEN"}
     env.update(WORKBENCH_HOME=str(demo_home), PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "workbench.cli", "serve", "tabular", "--host", "0.0.0.0", "--port", str(port),

@@ -6,25 +6,18 @@ made through the engine must show in the widgets after a refresh, explicit or pe
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from waiting import eventually
 
 from workbench.api import Workbench
 from workbench.errors import NotDeployed
 from workbench.ui import Controls, LiveView
 
 ROWS = np.zeros((2, 30), dtype=np.float32)
-
-
-def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -158,12 +158,3 @@ async def post(http: httpx.AsyncClient, url: str, body: dict[str, Any], headers:
     answered = marks.get("http11.receive_response_headers.complete", float("nan"))
     return Answer(response.status_code, parsed if isinstance(parsed, dict) else {"body": parsed},
                   dict(response.headers), seconds, answer_s=answered - sent)
-
-
-def eventually(check: Callable[[], bool], timeout_s: float = 60.0, what: str = "the condition") -> None:
-    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout_s:g} s")
-        time.sleep(0.1)

@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from distributed import Worker, WorkerPlugin
 
 from workbench.backend.wire import decode_tensors, encode_error, encode_tensors
 from workbench.monitor.pycosts import mitigate_as_configured, process_costs
-from workbench.pipeline.graph import Pipeline, Segment
+from workbench.pipeline.graph import Pipeline, Prediction, Segment
 
 __all__ = ["EVENTS_TOPIC", "HANDLER", "DeploymentPlugin", "plugin_name", "python_costs"]
 
@@ -128,8 +129,8 @@ async def _run_batch(worker: Worker, deployment: str, generation: int, segment: 
     if pipeline is None:
         return {"missing": True}
     assert isinstance(plugin, DeploymentPlugin)
-    run = (functools.partial(pipeline.execute) if segment is None
-           else functools.partial(pipeline.execute_segment, plugin.segments[segment]))
+    run: Callable[[dict[str, Any]], Prediction] = (
+        pipeline.execute if segment is None else functools.partial(pipeline.execute_segment, plugin.segments[segment]))
     try:
         arrays = decode_tensors(tensors)
         prediction = await asyncio.get_running_loop().run_in_executor(worker.executors["default"], run, arrays)

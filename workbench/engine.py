@@ -34,10 +34,21 @@ if TYPE_CHECKING:
     from workbench.backend.autoscale import Autoscaler, ScalingPolicy
     from workbench.backend.offline import BatchReport, Columns
 
-__all__ = ["Backend", "Deployment", "Engine", "resolve_pipeline"]
+__all__ = ["Backend", "Deployment", "Engine", "Observer", "resolve_pipeline"]
 
 #: How long a retired generation's batches in flight may take to finish before it is dropped.
 _RETIRE_GRACE_S = 30.0
+
+
+class Observer(Protocol):
+    """Watches every answered request of a deployment (business metrics, shadow traffic, ...).
+
+    ``observe`` runs on the engine's loop right after the request is answered: keep it
+    to an append; anything costly belongs in ``report``, which runs when someone reads.
+    """
+
+    def observe(self, tensors: Mapping[str, Any], prediction: Prediction) -> None: ...
+    def report(self) -> dict[str, Any]: ...
 
 
 class Backend(Protocol):
@@ -102,6 +113,8 @@ class Deployment:
     """Held by a variant swap: swaps asked for at once take turns."""
     drift: DriftMonitor | None = field(default=None, repr=False)
     """Scores the served rows against reference data, once :meth:`Engine.set_reference` gave some."""
+    observers: dict[str, Observer] = field(default_factory=dict, repr=False)
+    """Watchers of every answered request, by the key their report has in :meth:`Engine.stats`."""
 
     @property
     def variants(self) -> dict[str, str]:
@@ -340,6 +353,8 @@ class Engine:
         if deployment.drift is not None:
             deployment.drift.record(tensors, prediction.outputs)
         prediction.request_id = request_id or uuid.uuid4().hex
+        for observer in deployment.observers.values():
+            observer.observe(tensors, prediction)
         if self.predictions is not None:
             # NOTE: only queues a record (references, no copy): the log's own thread encodes and writes it.
             self.predictions.record(prediction.request_id, name, prediction.variants or deployment.variants,
@@ -568,6 +583,7 @@ class Engine:
             "quality": self.quality(name),
             "prediction_log": self.predictions.stats() if self.predictions is not None else None,
         })
+        stats.update({key: observer.report() for key, observer in deployment.observers.items()})
         if recent_s is not None:
             stats["recent"] = deployment.batcher.stats.recent(recent_s)
         return stats

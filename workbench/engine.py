@@ -9,8 +9,9 @@ through it, so there is one copy of the logic.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,27 @@ if TYPE_CHECKING:
     from workbench.backend.autoscale import Autoscaler, ScalingPolicy
     from workbench.backend.offline import BatchReport, Columns
 
-__all__ = ["Backend", "Deployment", "Engine", "Observer", "resolve_pipeline"]
+__all__ = ["Backend", "Deployment", "Engine", "Observer", "new_request_id", "resolve_pipeline"]
+
+_ID_PREFIX = os.urandom(10).hex()
+_ID_COUNTER = itertools.count()
+
+
+def _new_id_prefix() -> None:
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX, _ID_COUNTER = os.urandom(10).hex(), itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)  # NOTE: a forked child must not repeat its parent's ids
+
+
+def new_request_id() -> str:
+    """A request id unique across processes and restarts: 80 random bits per process, then a counter.
+
+    NOTE: ``uuid.uuid4().hex`` costs 3 % of a small request's time in the serving process; this costs a tenth.
+    """
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+
 
 #: How long a retired generation's batches in flight may take to finish before it is dropped.
 _RETIRE_GRACE_S = 30.0
@@ -56,6 +77,7 @@ class Backend(Protocol):
 
     kind: str
     loads_locally: bool
+    in_flight_per_thread: int
 
     def on_workers_changed(self, listener: Any) -> None: ...
     async def deploy(self, name: str, generation: int, pipeline: Pipeline, placement: str = ...) -> RunBatch: ...
@@ -352,7 +374,7 @@ class Engine:
         prediction = await deployment.batcher.submit(tensors, timeout_s=timeout_s)
         if deployment.drift is not None:
             deployment.drift.record(tensors, prediction.outputs)
-        prediction.request_id = request_id or uuid.uuid4().hex
+        prediction.request_id = request_id or new_request_id()
         for observer in deployment.observers.values():
             observer.observe(tensors, prediction)
         if self.predictions is not None:
@@ -499,11 +521,11 @@ class Engine:
             self._fit_in_flight(deployment)
 
     def _fit_in_flight(self, deployment: Deployment) -> None:
-        """One batch in flight per worker thread that holds the deployment, unless the user pinned it."""
+        """The backend's batches in flight per worker thread that holds the deployment, unless the user pinned it."""
         if not deployment.pinned_in_flight:
-            threads = self.backend.threads(deployment.name, deployment.generation)
-            if threads and threads != deployment.batcher.config.max_in_flight:
-                deployment.batcher.set_batching(max_in_flight=threads)
+            slots = self.backend.threads(deployment.name, deployment.generation) * self.backend.in_flight_per_thread
+            if slots and slots != deployment.batcher.config.max_in_flight:
+                deployment.batcher.set_batching(max_in_flight=slots)
 
     # -- autoscaling -------------------------------------------------------------------
     def autoscale(self, minimum: int | None, maximum: int | None = None, *, interval_s: float = 1.0,

@@ -169,7 +169,7 @@ def test_a_worker_that_joins_later_gets_the_deployments_and_batches(wb: Workbenc
         eventually(lambda: len(wb.stats("tabular")["workers"]) == 3 and len(wb.stats("text")["workers"]) == 3,
                    what="the third worker holding both deployments")
         (new,) = {w["address"] for w in wb.stats("tabular")["workers"]} - old
-        assert wb.stats("tabular")["config"]["max_in_flight"] == 3
+        assert wb.stats("tabular")["config"]["max_in_flight"] == 3 * 2  # NOTE: two batches per worker thread
 
         def ran_on_new() -> bool:
             wb.predict("tabular", {"features": ROWS[:2]})

@@ -50,6 +50,9 @@ class DaskBackend:
 
     kind = "dask"
     loads_locally = False
+    #: A second batch waits at each worker thread while the first runs, so the worker never idles while an
+    #: answer travels back and the next batch is formed and sent (saturated text: 0.84-0.88 -> 0.9 of raw ORT).
+    in_flight_per_thread = 2
 
     def __init__(self, client: Client, cluster: LocalCluster | None = None) -> None:
         # NOTE: typed loosely: an asynchronous client's methods return awaitables that its stubs do not say.

@@ -35,6 +35,8 @@ class InProcessBackend:
 
     kind = "inprocess"
     loads_locally = True
+    #: Batches run one at a time, each on every core: a second one in flight would only compete with it.
+    in_flight_per_thread = 1
 
     def __init__(self) -> None:
         self._published: dict[str, Any] = {}

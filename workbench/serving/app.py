@@ -10,25 +10,25 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workbench import __version__
-from workbench.batching.batcher import Overloaded
 from workbench.config import WorkbenchSettings
 from workbench.engine import Engine, resolve_pipeline
 from workbench.errors import WorkbenchError
 from workbench.pipeline.graph import Pipeline
 from workbench.serving import control, metrics, v2
+from workbench.serving.errors import error_answer
+from workbench.serving.fastpath import InferFastPath
 from workbench.serving.responses import JSONResponse
 
 __all__ = ["ServeConfig", "create_app", "is_loopback"]
@@ -53,6 +53,9 @@ class ServeConfig:
         Deadline of requests that do not set one (``None``: no deadline).
     dashboard
         Serve the Panel dashboard at ``/dashboard`` (see :mod:`workbench.ui.routes`).
+    fast_infer
+        Answer V2 infer requests before FastAPI's routing (:mod:`workbench.serving.fastpath`);
+        ``False`` sends them through FastAPI's route, which answers alike, more slowly.
     """
 
     token: str | None = None
@@ -62,6 +65,7 @@ class ServeConfig:
     targets: Sequence[Pipeline | str | Path] = field(default_factory=tuple)
     batching: Mapping[str, Any] | None = None
     dashboard: bool = True
+    fast_infer: bool = True
 
 
 def is_loopback(host: str) -> bool:
@@ -121,8 +125,11 @@ def create_app(engine_factory: EngineFactory, config: ServeConfig | None = None)
         mount_dashboard(app, config.token)
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
-    # NOTE: added last, so outermost: it counts the 413s of BodyLimit too.
+    # NOTE: added after BodyLimit, so outside it: it counts the 413s of BodyLimit too.
     app.add_middleware(metrics.HttpMetrics)
+    if config.fast_infer:
+        # NOTE: outermost of the application's own: infer requests skip everything inside it.
+        app.add_middleware(InferFastPath, config=config)
     return app
 
 
@@ -137,17 +144,10 @@ def _token_check(token: str | None) -> Callable[[Request], None]:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    async def workbench_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, WorkbenchError)
-        headers = {}
-        if isinstance(exc, Overloaded):
-            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-        if exc.status_code == 401:
-            headers["WWW-Authenticate"] = "Bearer"
-        return JSONResponse(v2.error_body(exc), status_code=exc.status_code, headers=headers)
-
-    async def value_error(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+    async def workbench_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, (WorkbenchError, ValueError))
+        status, headers, body = error_answer(exc)
+        return Response(body, status_code=status, headers=headers, media_type="application/json")
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -159,7 +159,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     app.add_exception_handler(WorkbenchError, workbench_error)
-    app.add_exception_handler(ValueError, value_error)
+    app.add_exception_handler(ValueError, workbench_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
 

@@ -75,6 +75,10 @@ class HttpInstruments:
         if name is not None:
             engine: Engine | None = getattr(scope["app"].state, "engine", None)
             model = name if engine is not None and name in engine.names() else ""
+        self.count(method, route, model, status, seconds)
+
+    def count(self, method: str, route: str, model: str, status: int, seconds: float) -> None:
+        """Count one request by its labels (what :meth:`observe` reads from the scope)."""
         key = (method, route, model, status)
         series = self._series.get(key)
         if series is None:

@@ -11,20 +11,19 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-import uuid
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from workbench import __version__
-from workbench.engine import Deployment, Engine
-from workbench.errors import InvalidInput, NotDeployed, WorkbenchError
+from workbench.engine import Deployment, Engine, new_request_id
+from workbench.errors import InvalidInput, NotDeployed
 from workbench.pipeline.inference import OnnxStage
 from workbench.serving.codec import HEADER_LENGTH, decode_request, encode_response, v2_datatype
 from workbench.serving.responses import JSONResponse
 
-__all__ = ["router"]
+__all__ = ["TIMEOUT_HEADER", "answer_infer", "router"]
 
 router = APIRouter(tags=["Open Inference Protocol (KServe V2)"], default_response_class=JSONResponse)
 
@@ -109,17 +108,39 @@ def _path_parameters(*names: str) -> dict[str, Any]:
 
 # NOTE: the infer route reads its path parameters from ``request.path_params``: FastAPI's validation of
 # two string parameters costs about 20 µs a request, a fifth of what the bare HTTP stack spends on one.
+# ``workbench serve`` answers infer requests before they reach FastAPI (:mod:`workbench.serving.fastpath`);
+# this route documents them in the OpenAPI schema, and answers them when that path is turned off.
 @router.post("/v2/models/{name}/infer", summary="Inference (JSON or binary tensors)",
              openapi_extra=_path_parameters("name"))
 @router.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on a version",
              openapi_extra=_path_parameters("name", "version"))
 async def infer(request: Request) -> Response:
     received = time.perf_counter()
-    name: str = request.path_params["name"]
-    version: str | None = request.path_params.get("version")
-    engine = _engine(request)
+    headers = request.headers
+    body, header_length = await answer_infer(
+        _engine(request), request.path_params["name"], request.path_params.get("version"), await request.body(),
+        headers.get(HEADER_LENGTH), headers.get(TIMEOUT_HEADER), request.app.state.config.default_timeout_ms,
+        received)
+    if header_length is None:
+        return Response(body, media_type="application/json")
+    return Response(body, media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(header_length)})
+
+
+#: The request header that sets a deadline in milliseconds (the ``timeout_ms`` parameter wins).
+TIMEOUT_HEADER = "x-request-timeout-ms"
+
+
+async def answer_infer(engine: Engine, name: str, version: str | None, body: bytes, header_length: str | None,
+                       timeout_header: str | None, default_timeout_ms: float | None,
+                       received: float) -> tuple[bytes, int | None]:
+    """Run one V2 infer request; return the answer's body and, for binary outputs, the JSON header's length.
+
+    What every infer route calls (FastAPI's and the fast path's), so both answer alike.
+    ``received`` is the ``time.perf_counter()`` at which the request arrived.
+    """
     deployment = _check_version(engine, name, version)
-    header, tensors = decode_request(await request.body(), request.headers.get(HEADER_LENGTH))
+    header, tensors = decode_request(body, header_length)
     _check_datatypes(deployment, tensors)
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
@@ -129,7 +150,8 @@ async def infer(request: Request) -> Response:
         raise InvalidInput("'parameters' must be an object")
     wanted, binary = _requested_outputs(header, parameters, deployment)
     # NOTE: the engine logs the prediction under the client's id, or a new one: the id answered is the one logged.
-    prediction = await engine.predict(name, tensors, timeout_s=_timeout_s(request, parameters),
+    prediction = await engine.predict(name, tensors, timeout_s=_timeout_s(parameters, timeout_header,
+                                                                          default_timeout_ms),
                                       request_id=request_id)
     outputs = prediction.outputs if wanted is None else {n: prediction.outputs[n] for n in wanted}
     stage = _versioned(deployment)
@@ -137,13 +159,8 @@ async def infer(request: Request) -> Response:
     served = prediction.variants.get(stage.name, stage.variant) if stage else None
     timings = dict(prediction.timings_ms)
     timings["http"] = (time.perf_counter() - received) * 1e3 - timings.get("total", 0.0)
-    body, header_length = encode_response(
-        name, served, prediction.request_id or request_id or uuid.uuid4().hex, outputs, binary,
-        {"timings_ms": timings})
-    if header_length is None:
-        return Response(body, media_type="application/json")
-    return Response(body, media_type="application/octet-stream",
-                    headers={"Inference-Header-Content-Length": str(header_length)})
+    return encode_response(name, served, prediction.request_id or request_id or new_request_id(), outputs, binary,
+                           {"timings_ms": timings})
 
 
 def _check_datatypes(deployment: Deployment, tensors: dict[str, np.ndarray]) -> None:
@@ -190,17 +207,16 @@ def _requested_outputs(header: dict[str, Any], parameters: dict[str, Any],
     return names, binary if binary is True else chosen
 
 
-def _timeout_s(request: Request, parameters: dict[str, Any]) -> float | None:
+def _timeout_s(parameters: dict[str, Any], header: str | None, default_ms: float | None) -> float | None:
     """The request's deadline: ``timeout_ms`` parameter, Triton's ``timeout`` (µs), a header, or the default."""
     value: Any = parameters.get("timeout_ms")
     scale = 1e-3
     if value is None and "timeout" in parameters:
         value, scale = parameters["timeout"], 1e-6
     if value is None:
-        value = request.headers.get("x-request-timeout-ms")
+        value = header
     if value is None:
-        default: float | None = request.app.state.config.default_timeout_ms
-        return default * 1e-3 if default else None
+        return default_ms * 1e-3 if default_ms else None
     seconds = math.nan
     if not isinstance(value, bool):
         with contextlib.suppress(TypeError, ValueError, OverflowError):
@@ -246,8 +262,3 @@ async def repository_unload(request: Request, name: str) -> dict[str, Any]:
 # NOTE: FastAPI tries the routes in order, at about 1.5 µs each per request: the infer routes, the hot
 # path, go first. No other route's method and path can match theirs, so the order changes nothing else.
 router.routes.sort(key=lambda route: not getattr(route, "path", "").endswith("/infer"))
-
-
-def error_body(exc: WorkbenchError) -> dict[str, Any]:
-    """The V2 error body: ``{"error": message}``."""
-    return {"error": str(exc)}

@@ -180,6 +180,44 @@ class Workbench:
         """
         return self._call_sync(self.engine.stats, name, recent_s=recent_s)
 
+    # -- model switching and shadow traffic --------------------------------------------
+    def set_policy(self, name: str, policy: str = "fixed", *, target_p99_ms: float | None = None,
+                   stage: str | None = None, candidates: Sequence[str] | None = None, calibrate: bool = True,
+                   interval_s: float = 1.0, window_s: float = 3.0, **rules: Any) -> dict[str, Any]:
+        """Pick the variant by hand (``"fixed"``) or by ``"best-quality-within-target"`` under the current load.
+
+        See :meth:`Engine.set_policy <workbench.engine.Engine.set_policy>`; ``stats(name)["switching"]``
+        shows the candidates (quality, predicted p99), the last decision and its reason.
+
+        Examples
+        --------
+        >>> wb.set_policy("text", "best-quality-within-target", target_p99_ms=40,
+        ...               candidates=["fp32", "int8"], dwell_s=10)                      # doctest: +SKIP
+        """
+        return self._call(self.engine.set_policy, name, policy, target_p99_ms=target_p99_ms, stage=stage,
+                          candidates=candidates, calibrate=calibrate, interval_s=interval_s, window_s=window_s,
+                          **rules)
+
+    def shadow(self, name: str, variant: str, *, fraction: float = 0.1, stage: str | None = None,
+               max_pending: int = 64, output: str | None = None) -> dict[str, Any]:
+        """Mirror ``fraction`` of ``name``'s traffic to ``variant`` without changing a response.
+
+        ``stats(name)["shadow"]`` compares it with the active variant: latency, agreement, accuracy
+        on labelled requests. See :meth:`Engine.shadow <workbench.engine.Engine.shadow>`.
+
+        Examples
+        --------
+        >>> wb.shadow("text", "int8", fraction=0.25)                  # doctest: +SKIP
+        >>> wb.stats("text")["shadow"]["agreement"]["rate"]           # doctest: +SKIP
+        0.98
+        """
+        return self._call(self.engine.shadow, name, variant, fraction=fraction, stage=stage,
+                          max_pending=max_pending, output=output)
+
+    def stop_shadow(self, name: str) -> dict[str, Any] | None:
+        """Stop the shadow traffic of ``name``; returns its last report (``None`` if none ran)."""
+        return self._call(self.engine.stop_shadow, name)
+
     # -- feedback ----------------------------------------------------------------------
     def feedback(self, name: str, labels: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
         """Post ground-truth labels by request id (``{id: label}`` or ``[{"id": ..., "label": ...}]``).

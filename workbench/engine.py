@@ -18,18 +18,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from workbench import switching
 from workbench.backend.inprocess import InProcessBackend
 from workbench.batching.autotune import AutoTuner, Decision, TuningRules
 from workbench.batching.batcher import DynamicBatcher, RunBatch
 from workbench.config import BatchingConfig
 from workbench.errors import NotDeployed, WorkbenchError
+from workbench.monitor.business import BusinessCollector, BusinessMonitor, ShiftRule
 from workbench.monitor.drift import DriftCollector, DriftMonitor
-from workbench.monitor.feedback import FeedbackLoop
+from workbench.monitor.feedback import FeedbackLoop, normalise_labels
 from workbench.monitor.metrics import DeploymentGauges, EngineGauges, Metrics
 from workbench.monitor.predlog import PredictionLog, open_prediction_log
 from workbench.monitor.pycosts import CachedFetch, PythonCostsCollector, mitigate_as_configured, process_costs
 from workbench.monitor.stats import BatcherStats
+from workbench.pipeline.cached import cache_report
 from workbench.pipeline.graph import Pipeline, Prediction
+from workbench.switching.metrics import SwitchingCollector
 
 if TYPE_CHECKING:
     from workbench.backend.autoscale import Autoscaler, ScalingPolicy
@@ -66,6 +70,8 @@ class Observer(Protocol):
 
     ``observe`` runs on the engine's loop right after the request is answered: keep it
     to an append; anything costly belongs in ``report``, which runs when someone reads.
+    Optional: ``labelled(pairs)`` hears of the ``(request_id, label)`` pairs posted to
+    :meth:`Engine.feedback`, and ``async aclose()`` is awaited when the deployment goes.
     """
 
     def observe(self, tensors: Mapping[str, Any], prediction: Prediction) -> None: ...
@@ -172,6 +178,8 @@ class Engine:
         self.metrics = Metrics(self._gauges)
         """This engine's Prometheus metrics (its own registry); see :mod:`workbench.monitor.metrics`."""
         self.metrics.register(DriftCollector(self._drift_monitors))
+        self.metrics.register(SwitchingCollector(lambda: {n: d.observers for n, d in list(self._deployments.items())}))
+        self.metrics.register(BusinessCollector(self._business_monitors))
         backend.on_workers_changed(self._workers_changed)
         process_costs()
         # NOTE: worker figures are fetched when read (stats, scrape), one client.run per 5 s at most, rather
@@ -205,6 +213,7 @@ class Engine:
         for deployment in list(self._deployments.values()):
             if deployment.autotuner is not None:
                 await deployment.autotuner.stop()
+            await _close_observers(deployment)
             await deployment.batcher.close()
         self._deployments.clear()
         await self.backend.close()
@@ -263,10 +272,15 @@ class Engine:
 
     def _add(self, name: str, pipeline: Pipeline, generation: int, placement: str, runner: RunBatch,
              config: BatchingConfig, *, pinned: bool) -> Deployment:
-        pad_values = {n: 0 for n in pipeline.input_specs}
+        # NOTE: text pads with "" (a shorter candidate list, say), which stages read as "no item there".
+        pad_values = {n: "" if spec.dtype == "str" else 0 for n, spec in pipeline.input_specs.items()}
         batcher = DynamicBatcher(name, runner, config, pad_values=pad_values,
                                  stats=BatcherStats(observer=self.metrics.observer(name)))
         deployment = Deployment(name, pipeline, generation, placement, batcher, runner, pinned_in_flight=pinned)
+        for stage in pipeline.stages:
+            deployment.observers.update(stage.observers())
+        if pipeline.business:
+            deployment.observers["business"] = BusinessMonitor(pipeline.business, variants=lambda: deployment.variants)
         self._deployments[name] = deployment
         self._fit_in_flight(deployment)
         return deployment
@@ -296,6 +310,7 @@ class Engine:
         del self._deployments[name]
         if deployment.autotuner is not None:
             await deployment.autotuner.stop()
+        await _close_observers(deployment)
         await deployment.batcher.close()
         await self.backend.retire(name, deployment.generation)
         await self.backend.publish(name, None)
@@ -399,10 +414,51 @@ class Engine:
         """
         loop = self._feedback()
         # NOTE: joining reads the SQLite file (after the writer caught up): a worker thread, not the loop.
-        return await asyncio.to_thread(loop.add, name, labels)
+        result = await asyncio.to_thread(loop.add, name, labels)
+        deployment = self._deployments.get(name)
+        hearing = [getattr(o, "labelled", None) for o in deployment.observers.values()] if deployment else []
+        pairs = normalise_labels(labels) if any(hearing) else []
+        for labelled in hearing:
+            if labelled is not None:
+                labelled(pairs)
+        return result
+
+    # -- model switching and shadow traffic (see workbench.switching) ------------------
+    async def set_policy(self, name: str, policy: str = "fixed", *, target_p99_ms: float | None = None,
+                         stage: str | None = None, candidates: Sequence[str] | None = None, calibrate: bool = True,
+                         interval_s: float = 1.0, window_s: float = 3.0, **rules: Any) -> dict[str, Any]:
+        """Choose how ``name``'s variant is picked: ``"fixed"`` (by hand) or ``"best-quality-within-target"``.
+
+        The latter picks, every ``interval_s``, the best-quality variant of ``stage`` among
+        ``candidates`` (default: all, the active one first; equal qualities go by this order)
+        whose p99 at the current load meets ``target_p99_ms`` (default: the deployment's
+        latency target), and swaps to it; ``rules`` are the hysteresis and quality settings of
+        :class:`~workbench.switching.SwitchingRules` (``margin``, ``dwell_s``, ``confirm_s``,
+        ``min_labels``, ``metric``, ...). Candidates never profiled are calibrated first
+        (``calibrate``). Returns ``stats(name)["switching"]``.
+        """
+        return await switching.set_policy(self, self.deployment(name), policy, target_p99_ms=target_p99_ms, stage=stage,
+                                candidates=candidates, calibrate=calibrate, interval_s=interval_s,
+                                window_s=window_s, **rules)
+
+    async def shadow(self, name: str, variant: str, *, fraction: float = 0.1, stage: str | None = None,
+                     max_pending: int = 64, output: str | None = None) -> dict[str, Any]:
+        """Mirror ``fraction`` of ``name``'s answered requests to ``variant``, never changing a response.
+
+        The candidate runs as a deployment of its own; its latency, its agreement with the
+        active variant on ``output`` and its accuracy on labelled requests are reported in
+        ``stats(name)["shadow"]`` (see :mod:`workbench.switching.shadow`). Replaces a shadow running already.
+        """
+        return await switching.start_shadow(self, self.deployment(name), variant, fraction=fraction, stage=stage,
+                                  max_pending=max_pending, output=output)
+
+    async def stop_shadow(self, name: str) -> dict[str, Any] | None:
+        """Stop mirroring ``name``'s traffic; the shadow's last report, or ``None`` if none ran."""
+        return await switching.stop_shadow(self.deployment(name))
 
     def quality(self, name: str) -> dict[str, Any]:
-        """Live quality of ``name`` per variant from the labels posted: count, accuracy, per-class precision/recall."""
+        """Live quality of ``name`` per variant from the labels posted: count, accuracy, per-class precision/recall,
+        and the ROC AUC of a binary classifier with a score output (see :mod:`workbench.monitor.feedback`)."""
         if self.feedback_loop is None:
             return {"pipeline": name, "output": None, "variants": {}, "log": "off"}
         return self.feedback_loop.quality(name)
@@ -438,6 +494,29 @@ class Engine:
 
     def _drift_monitors(self) -> dict[str, DriftMonitor]:
         return {name: d.drift for name, d in list(self._deployments.items()) if d.drift is not None}
+
+    def watch_business(self, name: str, *, window_s: float = 60.0, baseline_windows: int = 10,
+                       rule: ShiftRule | Mapping[str, Any] | None = None, **monitor: Any) -> dict[str, Any]:
+        """Count ``name``'s business signals afresh, with these windows and this shift rule; returns the report.
+
+        A pipeline that declares business signals is watched from its deployment with the defaults;
+        ``rule`` is a :class:`~workbench.monitor.business.ShiftRule` or its fields (``z``, ``min_change``,
+        ``min_count``). See :mod:`workbench.monitor.business`; the report is ``stats(name)["business"]``.
+        """
+        deployment = self.deployment(name)
+        if not deployment.pipeline.business:
+            raise WorkbenchError(f"pipeline {name!r} declares no business signals: add some to its 'business' "
+                                 "(see workbench.pipeline.signals)", 409)
+        rule = rule if isinstance(rule, ShiftRule) or rule is None else ShiftRule(**rule)
+        watcher = BusinessMonitor(deployment.pipeline.business, window_s=window_s, baseline_windows=baseline_windows,
+                                  rule=rule, variants=lambda: deployment.variants, **monitor)
+        deployment.observers["business"] = watcher
+        deployment.record("business_watch", window_s=window_s, baseline_windows=baseline_windows)
+        return watcher.report()
+
+    def _business_monitors(self) -> dict[str, BusinessMonitor]:
+        watchers = {name: d.observers.get("business") for name, d in list(self._deployments.items())}
+        return {name: w for name, w in watchers.items() if isinstance(w, BusinessMonitor)}
 
     def set_batching(self, name: str, **changes: Any) -> BatchingConfig:
         """Change a deployment's knobs; they apply from the next batch.
@@ -606,6 +685,9 @@ class Engine:
             "prediction_log": self.predictions.stats() if self.predictions is not None else None,
         })
         stats.update({key: observer.report() for key, observer in deployment.observers.items()})
+        caches = cache_report(deployment.pipeline.stages, stats.get("counts", {}))
+        if caches:
+            stats["feature_cache"] = caches
         if recent_s is not None:
             stats["recent"] = deployment.batcher.stats.recent(recent_s)
         return stats
@@ -638,3 +720,11 @@ class Engine:
                 config.max_delay_ms, config.max_in_flight, config.max_queue, config.mode, d.latency_target_ms,
                 self.backend.workers(name, d.generation)))
         return EngineGauges(self.backend.kind, gauges, self.autoscaling())
+
+
+async def _close_observers(deployment: Deployment) -> None:
+    """Stop the observers that run tasks of their own (switching, shadow traffic)."""
+    for observer in list(deployment.observers.values()):
+        close = getattr(observer, "aclose", None)
+        if close is not None:
+            await close()

@@ -26,14 +26,15 @@ def test_demo_serves_on_a_local_cluster_and_shows_latency(demo_home: Path) -> No
     result = _workbench("demo", "--duration", "3", "--rate", "40", "--port", "0", home=demo_home)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "tabular: up to date" in out and "text: up to date" in out
+    assert "tabular: up to date" in out and "text: up to date" in out and "search: up to date" in out
     assert "Dask cluster: 2 workers" in out and "Dask dashboard: http://" in out
     assert "Dashboard: http://127.0.0.1:" in out and "/dashboard" in out
     for expected in ("label=", "risk_bucket=", "topic=", "confidence=", "p50", "p99", "req/s", "tokenize", "encoder",
-                     "impute", "transfer", "end to end", "batch sizes"):
+                     "impute", "transfer", "end to end", "batch sizes", "drift scored against the 426 training rows",
+                     "drift: ", "business (gbt, last ", "feature cache (embed_candidates, minilm-fp32): hit rate "):
         assert expected in out, expected
     served = [line for line in out.splitlines() if "requests served" in line]
-    assert len(served) == 2 and all(" 0 errors" in line for line in served), served
+    assert len(served) == 3 and all(" 0 errors" in line for line in served), served
     assert all(int(line.split(": ", 1)[1].split()[0]) > 0 for line in served), served
 
 

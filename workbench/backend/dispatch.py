@@ -86,12 +86,15 @@ class DaskRunner:
                 return prediction
             env = dict(tensors)
             timings: dict[str, float] = {}
+            counters: dict[str, dict[str, int]] = {}
             for index, segment in enumerate(self.segments):
                 part = await self._call(index, segment.resource, {n: env[n] for n in segment.inputs})
                 env.update(part.outputs)
                 for name, ms in part.timings_ms.items():
                     timings[name] = timings.get(name, 0.0) + ms
-            return Prediction({n: env[n] for n in self.output_names}, timings, dict(self.variants))
+                counters.update(part.counters)
+            return Prediction({n: env[n] for n in self.output_names}, timings, dict(self.variants),
+                              counters=counters)
         finally:
             self.in_flight -= 1
 
@@ -161,7 +164,8 @@ class DaskRunner:
         # NOTE: everything of the round trip outside the stages (comm, (de)serialising, the worker's
         # thread hand-off) counts as transfer, so that a request's timings add up to its total.
         timings["transfer"] = max(round_trip_ms - sum(timings.values()), 0.0)
-        return Prediction(decode_tensors(reply["outputs"]), timings)
+        counters = {stage: dict(counts) for stage, counts in (reply.get("counters") or {}).items()}
+        return Prediction(decode_tensors(reply["outputs"]), timings, counters=counters)
 
 
 def _read_outcome(call: asyncio.Future[Any]) -> None:

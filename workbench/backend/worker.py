@@ -119,7 +119,7 @@ async def _run_batch(worker: Worker, deployment: str, generation: int, segment: 
                      tensors: dict[str, Any]) -> dict[str, Any]:
     """Run one batch (or one segment of it) in the worker's thread pool.
 
-    Returns ``{"outputs", "timings"}``, ``{"error": ...}`` for a
+    Returns ``{"outputs", "timings"}`` (and ``"counters"`` when stages counted), ``{"error": ...}`` for a
     failure of the batch itself, or ``{"missing": True}`` when this worker does
     not hold that generation (the caller then tries another worker).
     """
@@ -136,4 +136,8 @@ async def _run_batch(worker: Worker, deployment: str, generation: int, segment: 
         prediction = await asyncio.get_running_loop().run_in_executor(worker.executors["default"], run, arrays)
     except Exception as exc:  # the batch's own failure: the caller's requests get it, the worker goes on
         return {"error": encode_error(exc)}
-    return {"outputs": encode_tensors(prediction.outputs), "timings": prediction.timings_ms}
+    reply = {"outputs": encode_tensors(prediction.outputs), "timings": prediction.timings_ms}
+    if prediction.counters:
+        # NOTE: counts of the batch (cache hits, ...) ride back with it: a few numbers, no extra round trip.
+        reply["counters"] = prediction.counters
+    return reply

@@ -431,6 +431,8 @@ class DynamicBatcher:
         done = time.perf_counter_ns()
         ran = done - dispatched
         self.stats.record_batch_run(ran / 1e9)
+        if prediction.counters:
+            self.stats.record_counts(prediction.counters)
         # NOTE: as RFC 6298 does for round trips: the deviation starts at half the first sample, and is
         # updated from the old mean before the mean moves.
         self._service_dev_ns = ran / 2 if not self._service_ns else (

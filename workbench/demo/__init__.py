@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from workbench.config import WorkbenchSettings
+from workbench.demo.search import build_search
 from workbench.demo.tabular import build_tabular
 from workbench.demo.text import build_text
 from workbench.models.repository import ModelRepository
@@ -22,9 +23,10 @@ __all__ = ["DEMOS", "build_demo_models", "demo_pipeline", "demo_pipeline_path"]
 Builder = Callable[[ModelRepository, Path], Path]
 
 #: Demo pipelines by name, with the function that builds each.
-DEMOS: dict[str, Builder] = {"tabular": build_tabular, "text": build_text}
+# NOTE: search comes after text: it reuses the text demo's encoder.
+DEMOS: dict[str, Builder] = {"tabular": build_tabular, "text": build_text, "search": build_search}
 #: Bump when a builder changes what it writes, so old builds are redone.
-BUILD_VERSION = "2"
+BUILD_VERSION = "3"
 
 
 def _home(home: str | Path | None) -> Path:

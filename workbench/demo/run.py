@@ -1,7 +1,8 @@
 """``workbench demo``: the demo pipelines served with traffic flowing, live latency printed, a summary at the end.
 
 The server is ``workbench serve``'s (REST API, metrics and dashboard on one
-port, a LocalCluster behind). Once it is up, the run prints a few predictions,
+port, a LocalCluster behind). Once it is up, the run gives the tabular pipeline
+its training rows as the reference that drift is scored against, prints a few predictions,
 starts the traffic lab against every pipeline (through the engine, as the
 dashboard's traffic lab does: no HTTP hop), prints one latency line per
 pipeline every second, and stops the server after ``duration_s`` (or when
@@ -73,6 +74,7 @@ class DemoRun:
         self._hub = hub = Hub.of_app(app)
         try:
             self._introduce(engine)
+            await self._set_references(engine)
             await self._predict_a_few(engine)
             for name in self.pipelines:
                 hub.lab.start(name, self.pattern, self.rate_rps, period_s=self.period_s)
@@ -97,6 +99,16 @@ class DemoRun:
         self.echo(f"\nDask cluster: {len(info.get('workers') or {})} workers, scheduler {info.get('scheduler')}")
         self.echo(f"Dask dashboard: {info.get('dashboard_link')}")
         self.echo(f"Dashboard: {self.url}/dashboard" + (f"?token={self.token}" if self.token else ""))
+
+    async def _set_references(self, engine: Engine) -> None:
+        """Score the tabular demo's drift out of the box, against the rows its models were trained on."""
+        if "tabular" not in self.pipelines or engine.drift("tabular").get("level") != "no_reference":
+            return  # NOTE: a deployment attached from the cluster may have its reference already
+        from workbench.demo.tabular import load_tabular_data
+
+        data = await asyncio.to_thread(load_tabular_data)
+        await engine.set_reference("tabular", {"features": data.x_train})
+        self.echo(f"\ntabular: drift scored against the {len(data.x_train)} training rows")
 
     async def _predict_a_few(self, engine: Engine) -> None:
         from workbench.traffic.requests import request_maker
@@ -136,6 +148,8 @@ class DemoRun:
                 self.echo(f"    {'end to end':<16} {stats['latency_ms']['p50']:8.3f}  "
                           f"(p99 {stats['latency_ms']['p99']:.3f})")
                 self.echo(f"    batch sizes: {stats['batch_size']['histogram']}")
+                for line in _monitoring_lines(stats):
+                    self.echo(f"    {line}")
         self.echo("\nSummary")
         for name in self.pipelines:
             report = self.reports.get(name) or {}
@@ -144,6 +158,24 @@ class DemoRun:
                       f"p50 {_ms(report.get('p50_ms')).strip()} ms, p99 {_ms(report.get('p99_ms')).strip()} ms, "
                       f"{report.get('failed', 0)} errors" + (f" ({errors})" if errors else "")
                       + f" of {report.get('sent', 0)} sent")
+
+
+def _monitoring_lines(stats: dict[str, Any]) -> list[str]:
+    """Drift and business metrics in a line each, where the pipeline has them."""
+    lines = []
+    drift = stats.get("drift") or {}
+    if drift.get("level") not in (None, "no_reference"):
+        worst = ", ".join(f"{w['feature']} {w['psi']:.2f}" for w in (drift.get("worst") or [])[:3])
+        lines.append(f"drift: {drift['level']} over {drift.get('live_rows', 0)} rows (worst PSI: {worst or '-'})")
+    for variant, report in ((stats.get("business") or {}).get("variants") or {}).items():
+        shares = "; ".join(f"{name} " + ", ".join(f"{value} {share:.0%}" for value, share in entry["rates"].items())
+                           + (" SHIFTED" if entry["shifted"] else "") for name, entry in report["signals"].items())
+        lines.append(f"business ({variant}, last {report['rows']} rows): {shares}")
+    for stage, cache in (stats.get("feature_cache") or {}).items():
+        rate = cache["hit_rate"]
+        lines.append(f"feature cache ({stage}, {cache['cache']}): hit rate {'-' if rate is None else f'{rate:.0%}'}, "
+                     f"{cache['computed']} computed")
+    return lines
 
 
 def _ms(value: Any) -> str:

@@ -4,7 +4,9 @@ Two variants of one classifier, trained on scikit-learn's breast-cancer data
 and converted with skl2onnx: a gradient-boosted model (``gbt``) and a logistic
 regression (``logreg``). Served inputs have missing values injected, so the
 pipeline imputes, clips and standardises before the model, then names the label,
-its probability and a risk bucket (the probability of malignancy).
+its probability and a risk bucket (the probability of malignancy). The risk bucket
+and the label are declared business signals: their mix is counted per variant
+and a sudden shift is flagged (:mod:`workbench.monitor.business`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from workbench.models.metadata import ModelMetadata
 from workbench.models.repository import ModelRepository
 from workbench.pipeline import Clip, ConfidenceBuckets, Impute, LabelMap, OnnxStage, Pipeline, Standardize
+from workbench.pipeline.signals import BusinessSignal
 from workbench.tensor import TensorSpec
 
 __all__ = [
@@ -132,6 +135,7 @@ def build_tabular(repository: ModelRepository, pipelines_dir: Path) -> Path:
         repository=repository,
         load=False,
         description="Breast-cancer diagnosis: impute, clip, standardise, classify; label, probability, risk bucket.",
+        business=[BusinessSignal("risk", "risk_bucket"), BusinessSignal("label", "label")],
     )
     path = pipelines_dir / "tabular.yaml"
     pipeline.to_yaml(path)

@@ -11,6 +11,16 @@ The predicted value is, per pipeline, the output named in
 :attr:`FeedbackLoop.outputs` or else the first 1-D output of strings or integers
 (``label``, ``topic``). A request of ``n`` rows takes a list of ``n`` labels,
 a one-row request a single label too. Labels and predictions are compared as strings.
+
+ROC AUC. For a binary classifier that also returns a score, quality has its ROC
+AUC per variant too. The score is, per pipeline, the output named in
+:attr:`FeedbackLoop.scores` or else the first other 1-D output of floats in
+[0, 1]: the confidence of the predicted label, as :class:`~workbench.pipeline.LabelMap`
+writes it beside the label (the tabular demo's ``probability``). With two classes,
+the probability of the class ranked second (``auc_positive``) is that confidence
+where it was predicted and one minus it where the other was; the AUC is the
+Mann-Whitney statistic over the labelled rows (ties count one half). It is
+``None`` until both classes have a label, and for more than two classes.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from typing import Any
 
+import numpy as np
 import orjson
 
 from workbench.errors import InvalidInput
@@ -61,6 +72,9 @@ class FeedbackLoop:
         Where predictions are logged and labels kept.
     outputs
         The output holding the prediction, by pipeline (default: the first 1-D string or integer output).
+    scores
+        The output holding the confidence of the predicted label, by pipeline, for the ROC AUC
+        (default: the first other 1-D output of floats between 0 and 1; none: no AUC).
 
     Examples
     --------
@@ -71,13 +85,21 @@ class FeedbackLoop:
     1.0
     """
 
-    def __init__(self, log: PredictionLog, outputs: Mapping[str, str] | None = None) -> None:
+    def __init__(self, log: PredictionLog, outputs: Mapping[str, str] | None = None,
+                 scores: Mapping[str, str] | None = None) -> None:
         self.log = log
         self.outputs: dict[str, str] = dict(outputs or {})
+        self.scores: dict[str, str] = dict(scores or {})
         self._lock = threading.Lock()
         # NOTE: pipeline -> variant -> Counter[(true, predicted)]; written by worker threads, read on the loop
         self._tallies: dict[str, dict[str, Counter[tuple[str, str]]]] = {}
+        # NOTE: the same with the score of each row, Counter[(true, predicted, score)], for the AUC
+        self._scored: dict[str, dict[str, Counter[tuple[str, str, float]]]] = {}
         self._output_used: dict[str, str] = {}
+        self._score_used: dict[str, str] = {}
+        #: Per pipeline, bumped by each label counted, and the quality computed at that count.
+        self._version: dict[str, int] = {}
+        self._computed: dict[str, tuple[int, dict[str, Any]]] = {}
         for pipeline, variant, outputs_json, label_json in log.labelled():
             with suppress(InvalidInput):  # NOTE: a row that no longer fits the rules is left out, not fatal
                 self._count(pipeline, variant, outputs_json, orjson.loads(label_json), +1)
@@ -112,12 +134,25 @@ class FeedbackLoop:
         return {"pipeline": pipeline, "accepted": len(accepted), "unknown": unknown, "quality": self.quality(pipeline)}
 
     def quality(self, pipeline: str) -> dict[str, Any]:
-        """Labelled rows, accuracy and per-class precision, recall and support, per variant."""
+        """Labelled rows, accuracy, per-class precision, recall and support, and the ROC AUC, per variant."""
         with self._lock:
+            version = self._version.get(pipeline, 0)
+            computed = self._computed.get(pipeline)
+            if computed is not None and computed[0] == version:
+                return computed[1]  # NOTE: read every second by the dashboard: computed once per label posted
             tallies = {variant: Counter(tally) for variant, tally in self._tallies.get(pipeline, {}).items()}
+            scored = {variant: Counter(tally) for variant, tally in self._scored.get(pipeline, {}).items()}
             output = self._output_used.get(pipeline) or self.outputs.get(pipeline)
-        return {"pipeline": pipeline, "output": output,
-                "variants": {variant: _scores(tally) for variant, tally in sorted(tallies.items())}}
+            score = self._score_used.get(pipeline) or self.scores.get(pipeline)
+        variants = {}
+        for variant, tally in sorted(tallies.items()):
+            variants[variant] = _scores(tally)
+            variants[variant].update(_auc(scored.get(variant, Counter())))
+        quality = {"pipeline": pipeline, "output": output, "score": score, "variants": variants}
+        with self._lock:
+            if self._version.get(pipeline, 0) == version:
+                self._computed[pipeline] = (version, quality)
+        return quality
 
     def _predicted(self, pipeline: str, outputs_json: str) -> list[Any]:
         outputs: dict[str, Any] = orjson.loads(outputs_json)
@@ -132,12 +167,30 @@ class FeedbackLoop:
         predicted: list[Any] = outputs[name]
         return predicted
 
+    def _scores_of(self, pipeline: str, outputs_json: str, predicted: str) -> list[float] | None:
+        outputs: dict[str, Any] = orjson.loads(outputs_json)
+        name = self.scores.get(pipeline)
+        if name is None:
+            name = next((n for n, v in outputs.items() if n != predicted and isinstance(v, list) and v
+                         and all(isinstance(x, float) and 0.0 <= x <= 1.0 for x in v)), None)
+        values = outputs.get(name) if name is not None else None
+        if name is None or not isinstance(values, list) or not all(isinstance(x, int | float) for x in values):
+            return None
+        self._score_used[pipeline] = name
+        return [float(x) for x in values]
+
     def _count(self, pipeline: str, variant: str | None, outputs_json: str, label: Any, sign: int) -> None:
         predicted = self._predicted(pipeline, outputs_json)
         truth = label if isinstance(label, list) else [label]
         tally = self._tallies.setdefault(pipeline, {}).setdefault(variant or "", Counter())
         for t, p in zip(truth, predicted):
             tally[(str(t), str(p))] += sign
+        scores = self._scores_of(pipeline, outputs_json, self._output_used[pipeline])
+        if scores is not None:
+            scored = self._scored.setdefault(pipeline, {}).setdefault(variant or "", Counter())
+            for t, p, score in zip(truth, predicted, scores):
+                scored[(str(t), str(p), score)] += sign
+        self._version[pipeline] = self._version.get(pipeline, 0) + 1
 
 
 def _scores(tally: Counter[tuple[str, str]]) -> dict[str, Any]:
@@ -152,3 +205,27 @@ def _scores(tally: Counter[tuple[str, str]]) -> dict[str, Any]:
         per_class[c] = {"precision": true_positive / predicted if predicted else None,
                         "recall": true_positive / actual if actual else None, "support": actual}
     return {"count": count, "accuracy": correct / count if count else None, "classes": per_class}
+
+
+def _auc(scored: Counter[tuple[str, str, float]]) -> dict[str, Any]:
+    """ROC AUC of a binary classifier from ``(true, predicted, confidence)`` counts (see the module docstring)."""
+    rows = [(t, p, score, n) for (t, p, score), n in scored.items() if n > 0]
+    classes = sorted({c for t, p, _, _ in rows for c in (t, p)})
+    if len(classes) != 2:
+        return {"auc": None, "auc_positive": None}
+    positive = classes[1]
+    truth = np.array([t == positive for t, _, _, _ in rows])
+    counts = np.array([n for _, _, _, n in rows], dtype=np.float64)
+    # NOTE: the confidence is that of the predicted label: for the other class of two it is the complement.
+    score = np.array([s if p == positive else 1.0 - s for _, p, s, _ in rows])
+    positives, negatives = counts[truth].sum(), counts[~truth].sum()
+    if positives == 0 or negatives == 0:
+        return {"auc": None, "auc_positive": positive}
+    # NOTE: Mann-Whitney over weighted rows: each positive beats the negatives scored lower, and half of the ties.
+    order = np.argsort(score, kind="stable")
+    score, truth, counts = score[order], truth[order], counts[order]
+    unique, inverse = np.unique(score, return_inverse=True)
+    negatives_at = np.bincount(inverse, weights=np.where(truth, 0.0, counts), minlength=unique.size)
+    below = np.cumsum(negatives_at) - negatives_at
+    wins = (counts[truth] * (below[inverse[truth]] + 0.5 * negatives_at[inverse[truth]])).sum()
+    return {"auc": float(wins / (positives * negatives)), "auc_positive": positive}

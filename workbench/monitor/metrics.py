@@ -18,6 +18,9 @@ Two kinds of metrics, paid for differently:
     workbench_stage_duration_seconds{pipeline,stage}       histogram: queue, batch_formation, transfer, each stage
     workbench_batch_size_rows{pipeline}                    histogram of rows per batch dispatched
     workbench_batch_duration_seconds{pipeline}             histogram, dispatch to results per batch
+    workbench_stage_events_total{pipeline,stage,event}     what counting stages did: cache hits, misses,
+                                                           computed; candidates and pairs a ranking scored
+    workbench_feature_cache_hit_ratio{pipeline,stage}      hits / (hits + misses) of a cached features stage
 
 * read when scraped (:class:`EngineCollector`, from an :class:`EngineGauges` snapshot)::
 
@@ -108,7 +111,7 @@ class PipelineObserver:
     # Scrapes read the numbers on that loop too (GET /metrics, Workbench.metrics_text).
 
     __slots__ = ("_duration_edges", "_rows_edges", "batch_durations", "batch_rows", "completed", "durations",
-                 "expired", "failed", "rejected")
+                 "expired", "failed", "rejected", "stage_events")
 
     def __init__(self, duration_edges: Sequence[float], rows_edges: Sequence[float]) -> None:
         self._duration_edges = tuple(duration_edges)
@@ -121,6 +124,8 @@ class PipelineObserver:
         self.durations: dict[str, _Buckets] = {}
         self.batch_rows = _Buckets(len(self._rows_edges))
         self.batch_durations = _Buckets(len(self._duration_edges))
+        #: What counting stages reported, by stage then by event (``hits``, ``misses``, ...).
+        self.stage_events: dict[str, dict[str, int]] = {}
 
     def request_done(self, timings_ms: Mapping[str, float]) -> None:
         self.completed += 1
@@ -150,6 +155,14 @@ class PipelineObserver:
         self.batch_durations.counts[bisect_left(self._duration_edges, seconds)] += 1
         self.batch_durations.sum += seconds
 
+    def stages_counted(self, counts: Mapping[str, Mapping[str, int]]) -> None:
+        for stage, figures in counts.items():
+            events = self.stage_events.get(stage)
+            if events is None:
+                events = self.stage_events[stage] = {}
+            for event, n in figures.items():
+                events[event] = events.get(event, 0) + n
+
 
 class _CountedCollector(Collector):
     """Exposes what the pipeline observers counted."""
@@ -177,6 +190,12 @@ class _CountedCollector(Collector):
         rows = HistogramMetricFamily("workbench_batch_size_rows", "Rows per batch dispatched.", labels=p)
         batch = HistogramMetricFamily("workbench_batch_duration_seconds", "Batches from dispatch to results.",
                                       labels=p)
+        events = CounterMetricFamily("workbench_stage_events", "What counting stages did: cache hits, misses and "
+                                     "items computed; candidates and pairs a ranking scored.",
+                                     labels=[*p, "stage", "event"])
+        hit_ratio = GaugeMetricFamily("workbench_feature_cache_hit_ratio", "Share of a cached features stage's "
+                                      "lookups served from the cache (since the pipeline was deployed).",
+                                      labels=[*p, "stage"])
         # NOTE: copied first: a scrape from another thread (prometheus_client's own server) must not
         # iterate a dict the event loop is adding a pipeline or a stage to.
         for name, observer in list(self._observers.items()):
@@ -193,7 +212,13 @@ class _CountedCollector(Collector):
             rows.add_metric([name], _cumulative(observer.batch_rows, self._rows_le), observer.batch_rows.sum)
             batch.add_metric([name], _cumulative(observer.batch_durations, self._duration_le),
                              observer.batch_durations.sum)
-        yield from (completed, failed, rejected, expired, request, stage, rows, batch)
+            for stage_name, figures in list(observer.stage_events.items()):
+                for event, count in list(figures.items()):
+                    events.add_metric([name, stage_name, event], count)
+                lookups = figures.get("hits", 0) + figures.get("misses", 0)
+                if lookups:
+                    hit_ratio.add_metric([name, stage_name], figures.get("hits", 0) / lookups)
+        yield from (completed, failed, rejected, expired, request, stage, rows, batch, events, hit_ratio)
 
 
 def _cumulative(series: _Buckets, le: Sequence[str]) -> list[tuple[str, float]]:

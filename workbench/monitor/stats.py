@@ -115,6 +115,7 @@ class StatsObserver(Protocol):
     def request_expired(self) -> None: ...
     def batch_dispatched(self, rows: int) -> None: ...
     def batch_ran(self, seconds: float) -> None: ...
+    def stages_counted(self, counts: Mapping[str, Mapping[str, int]]) -> None: ...
 
 
 class BatcherStats:
@@ -145,6 +146,8 @@ class BatcherStats:
         self.rejected_total = 0
         self.expired_total = 0
         self.batches_total = 0
+        #: Totals of what counting stages reported per batch (cache hits, ...), by stage then by count.
+        self.counts: dict[str, dict[str, int]] = {}
 
     def record_request(self, timings_ms: Mapping[str, float]) -> None:
         if self.observer is not None:
@@ -170,6 +173,17 @@ class BatcherStats:
         if self.observer is not None:
             self.observer.batch_ran(seconds)
         self.batch_run_s.add(seconds)
+
+    def record_counts(self, counts: Mapping[str, Mapping[str, int]]) -> None:
+        """What the stages of one batch counted (``{stage: {count: n}}``), added to the totals."""
+        if self.observer is not None:
+            self.observer.stages_counted(counts)
+        for stage, figures in counts.items():
+            totals = self.counts.get(stage)
+            if totals is None:
+                totals = self.counts[stage] = {}
+            for key, n in figures.items():
+                totals[key] = totals.get(key, 0) + n
 
     def record_rejection(self) -> None:
         """A request refused at the door (queue full): counted apart from errors of requests that ran."""
@@ -205,6 +219,7 @@ class BatcherStats:
             "rejected_total": self.rejected_total,
             "expired_total": self.expired_total,
             "batches_total": self.batches_total,
+            "counts": {stage: dict(figures) for stage, figures in self.counts.items()},
             "throughput_rps": self.latency_ms.rate(),
             "error_rate_rps": self.errors.rate(),
             "rejection_rate_rps": self.rejections.rate(),

@@ -20,6 +20,7 @@ import numpy as np
 from workbench.errors import InvalidInput, PipelineWiringError, StageFailed, WorkbenchError
 from workbench.models.repository import ModelRepository
 from workbench.pipeline.inference import OnnxStage
+from workbench.pipeline.signals import BusinessSignal, check_signals
 from workbench.pipeline.stage import Stage
 from workbench.tensor import TensorSpec
 
@@ -42,6 +43,8 @@ class Prediction:
     variants: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
     """The id the request was logged under (:meth:`Engine.predict` sets it; a new one when the caller gave none)."""
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    """What counting stages did in the batch (``{stage: {"hits": ..., ...}}``; see :attr:`Stage.counts`)."""
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.outputs[name]
@@ -80,6 +83,9 @@ class Pipeline:
     load
         Whether to create model sessions now; ``False`` only reads model
         signatures, which is enough to check the wiring and ship the pipeline.
+    business
+        Outputs watched as business signals once deployed (a label, a risk bucket, a
+        score above a threshold; see :mod:`workbench.pipeline.signals`), checked here.
 
     Examples
     --------
@@ -104,6 +110,7 @@ class Pipeline:
         repository: ModelRepository | str | Path | None = None,
         load: bool = True,
         description: str = "",
+        business: Sequence[BusinessSignal] = (),
     ) -> None:
         self.name = name
         self.description = description
@@ -121,6 +128,8 @@ class Pipeline:
         for output in self.output_names:
             if output not in self.specs:
                 raise PipelineWiringError(f"pipeline output {output!r} is produced by no stage", tensor=output)
+        self.business = tuple(business)
+        check_signals(name, self.business, self.output_specs)
         self._plans: dict[tuple[str, ...], list[Stage]] = {}
         self._segment_plans: dict[tuple[str, ...], list[Stage]] = {}
         self._default_plan = self._plan(self.output_names)
@@ -173,7 +182,7 @@ class Pipeline:
         stages = [s.with_variant(variant) if s is target else _unbound_copy(s) for s in self.stages]
         return Pipeline(self.name, list(self.input_specs.values()), stages, outputs=self.output_names,
                         repository=self.repository, load=self.loaded if load is None else load,
-                        description=self.description)
+                        description=self.description, business=self.business)
 
     def _variant_stage(self, variant: str, stage: str | None) -> OnnxStage:
         candidates = self.inference_stages if stage is None else [self.stage(stage)]
@@ -236,11 +245,15 @@ class Pipeline:
     def _run(self, plan: list[Stage], tensors: dict[str, np.ndarray], names: Sequence[str]) -> Prediction:
         env = dict(tensors)
         timings: dict[str, float] = {}
+        counters: dict[str, dict[str, int]] = {}
         clock = time.perf_counter_ns
         for stage in plan:
             began = clock()
             try:
-                results = stage.run(*[env[n] for n in stage.inputs])
+                if stage.counts:
+                    results, counters[stage.name] = stage.run_counted(*[env[n] for n in stage.inputs])
+                else:
+                    results = stage.run(*[env[n] for n in stage.inputs])
             except WorkbenchError:
                 raise
             except Exception as exc:
@@ -248,7 +261,7 @@ class Pipeline:
             timings[stage.name] = (clock() - began) / 1e6
             for name, value in zip(stage.outputs, results):
                 env[name] = value
-        return Prediction({n: env[n] for n in names}, timings)
+        return Prediction({n: env[n] for n in names}, timings, counters=counters)
 
     def segments(self) -> list[Segment]:
         """The default plan cut where the wanted resource changes (``cpu`` / ``gpu``).

@@ -11,6 +11,8 @@ has the same ``to_dict()`` as ``p``. The file is what gets deployed::
       - {name: impute, type: impute, inputs: [features], outputs: [filled], strategy: median, values: [...]}
       - {name: model, type: onnx, model: tabular, variant: gbt, inputs: {input: filled}}
     outputs: [label, probability]
+    business:                        # optional: outputs watched as business signals
+      - {name: risk, output: risk_bucket}
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ import yaml
 
 from workbench.errors import SpecError, WorkbenchError
 from workbench.models.repository import ModelRepository
+from workbench.pipeline.cached import CachedFeatures
 from workbench.pipeline.custom import FunctionStage
 from workbench.pipeline.features import Aggregate, PCAProjection
 from workbench.pipeline.inference import OnnxStage
 from workbench.pipeline.postprocess import ConfidenceBuckets, LabelMap, Threshold, TopK
 from workbench.pipeline.preprocess import Clip, Impute, MinMaxScale, OneHot, Ordinal, Standardize, Tokenize
+from workbench.pipeline.signals import signals_from_data
 from workbench.pipeline.stage import Stage
+from workbench.ranking.stage import Rank
 from workbench.tensor import TensorSpec
 
 if TYPE_CHECKING:
@@ -42,9 +47,9 @@ STAGE_TYPES: Mapping[str, type[Stage]] = {
     cls.type_name: cls
     for cls in (
         Impute, Clip, Standardize, MinMaxScale, OneHot, Ordinal, Tokenize,
-        PCAProjection, Aggregate,
+        PCAProjection, Aggregate, CachedFeatures,
         OnnxStage,
-        LabelMap, TopK, Threshold, ConfidenceBuckets,
+        LabelMap, TopK, Threshold, ConfidenceBuckets, Rank,
         FunctionStage,
     )
 }
@@ -86,7 +91,7 @@ def pipeline_from_dict(
 
     if not isinstance(data, Mapping):
         raise SpecError("a pipeline file must hold a mapping")
-    unknown = set(data) - {"name", "description", "repository", "inputs", "stages", "outputs"}
+    unknown = set(data) - {"name", "description", "repository", "inputs", "stages", "outputs", "business"}
     if unknown:
         raise SpecError(f"unknown pipeline keys {sorted(unknown)}")
     for key in ("name", "inputs", "stages"):
@@ -101,7 +106,8 @@ def pipeline_from_dict(
     inputs = [_input_spec(n, v) for n, v in data["inputs"].items()]
     stages = [stage_from_dict(s) for s in data["stages"]]
     return Pipeline(str(data["name"]), inputs, stages, outputs=data.get("outputs"), repository=repository,
-                    load=load, description=str(data.get("description", "")))
+                    load=load, description=str(data.get("description", "")),
+                    business=signals_from_data(data.get("business")))
 
 
 def pipeline_to_dict(pipeline: Pipeline, *, relative_to: Path | None = None) -> dict[str, Any]:
@@ -117,6 +123,8 @@ def pipeline_to_dict(pipeline: Pipeline, *, relative_to: Path | None = None) -> 
     }
     data["stages"] = [s.to_dict() for s in pipeline.stages]
     data["outputs"] = list(pipeline.output_names)
+    if pipeline.business:
+        data["business"] = [signal.to_dict() for signal in pipeline.business]
     return data
 
 

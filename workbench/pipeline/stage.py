@@ -58,6 +58,9 @@ class Stage(abc.ABC):
     #: How many inputs and outputs the stage takes; ``None`` means any number.
     n_inputs: ClassVar[int | None] = 1
     n_outputs: ClassVar[int | None] = 1
+    #: Whether the stage counts what it did per batch (cache hits, pairs compared): then the pipeline
+    #: calls :meth:`run_counted`, and the counts travel back with the batch's outputs.
+    counts: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -94,6 +97,17 @@ class Stage(abc.ABC):
     @abc.abstractmethod
     def run(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """Run on one batch: arrays in the order of ``inputs``, out in the order of ``outputs``."""
+
+    def run_counted(self, *arrays: np.ndarray) -> tuple[tuple[np.ndarray, ...], dict[str, int]]:
+        """:meth:`run`, plus counts of what the batch did (``{}`` unless the stage sets ``counts``)."""
+        return self.run(*arrays), {}
+
+    def observers(self) -> dict[str, Any]:
+        """Watchers of the deployment's answered requests (engine ``Observer`` objects), by their stats key.
+
+        The engine attaches them when the pipeline is deployed; the default has none.
+        """
+        return {}
 
     def params(self) -> dict[str, Any]:
         """The stage's configuration as plain data (lists, numbers, strings)."""

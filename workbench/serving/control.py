@@ -1,4 +1,5 @@
-"""The control API: deploy, undeploy, swap variants, set batching and latency targets, read stats.
+"""The control API: deploy, undeploy, swap variants, set batching, latency targets, switching policy
+and shadow traffic, read stats.
 
 Every call goes through the same :class:`~workbench.engine.Engine` as the
 Python API, the dashboard and the widgets. Documented in the OpenAPI schema
@@ -67,6 +68,36 @@ class Feedback(BaseModel):
     labels: list[Label] = Field(description="One label or many, by request id.")
 
 
+class SwitchingPolicy(BaseModel):
+    policy: Literal["fixed", "best-quality-within-target"] = Field(
+        description="`fixed`: the variant changes only when swapped. `best-quality-within-target`: the "
+                    "best-quality variant whose predicted p99 at the current load meets the target serves.")
+    target_p99_ms: float | None = Field(None, gt=0, description="The p99 (ms) to meet (default: the pipeline's "
+                                                                "latency target).")
+    stage: str | None = Field(None, description="Inference stage switched (default: the first with several "
+                                                "variants).")
+    candidates: list[str] | None = Field(None, min_length=1, description="Variants to choose from; equal qualities "
+                                                                         "go by this order (default: all, active "
+                                                                         "first).")
+    margin: float | None = Field(None, ge=0, lt=1, description="A move needs the new variant to meet the target "
+                                                               "less this share.")
+    dwell_s: float | None = Field(None, ge=0, description="Least time between two switches.")
+    confirm_s: float | None = Field(None, ge=0, description="How long a switch must be wanted before it is made.")
+    min_labels: int | None = Field(None, ge=1, description="Labelled rows before live accuracy replaces the "
+                                                           "metadata's quality.")
+    metric: str | None = Field(None, description="The metadata quality figure compared (default `accuracy`).")
+    calibrate: bool = Field(True, description="Measure candidates never profiled first (a second or two).")
+
+
+class ShadowRequest(BaseModel):
+    variant: str = Field(description="The candidate variant that receives the mirrored requests.")
+    fraction: float = Field(0.1, gt=0, le=1, description="Share of the answered requests mirrored.")
+    stage: str | None = Field(None, description="Inference stage (default: the first with several variants).")
+    max_pending: int = Field(64, ge=1, description="Mirrored requests queued or running at most; beyond, "
+                                                   "dropped and counted.")
+    output: str | None = Field(None, description="Output compared (default: the first 1-D label output).")
+
+
 class Autoscale(BaseModel):
     minimum: int | None = Field(description="Fewest workers; null turns autoscaling off.", ge=0)
     maximum: int | None = Field(None, ge=1, description="Most workers.")
@@ -118,6 +149,27 @@ async def set_latency_target(request: Request, name: str, body: LatencyTarget) -
     engine = _engine(request)
     engine.set_latency_target(name, body.target_p99_ms)
     return _summary(engine, name)
+
+
+@router.put("/pipelines/{name}/policy", summary="Set the model-switching policy (fixed, best-quality-within-target)")
+async def set_policy(request: Request, name: str, body: SwitchingPolicy) -> dict[str, Any]:
+    """Returns the switching state, as in the stats' `switching`: candidates, predictions, last decision."""
+    rules = body.model_dump(exclude_none=True, exclude={"policy", "target_p99_ms", "stage", "candidates", "calibrate"})
+    return await _engine(request).set_policy(name, body.policy, target_p99_ms=body.target_p99_ms, stage=body.stage,
+                                             candidates=body.candidates, calibrate=body.calibrate, **rules)
+
+
+@router.put("/pipelines/{name}/shadow", summary="Mirror a share of the traffic to a candidate variant")
+async def start_shadow(request: Request, name: str, body: ShadowRequest) -> dict[str, Any]:
+    """Responses stay the active variant's; the comparison is in the stats' `shadow`."""
+    return await _engine(request).shadow(name, body.variant, fraction=body.fraction, stage=body.stage,
+                                         max_pending=body.max_pending, output=body.output)
+
+
+@router.delete("/pipelines/{name}/shadow", summary="Stop the shadow traffic; returns its last report")
+async def stop_shadow(request: Request, name: str) -> dict[str, Any]:
+    report = await _engine(request).stop_shadow(name)
+    return {"name": name, "stopped": report is not None, "report": report}
 
 
 @router.get("/pipelines/{name}/stats", summary="Rolling latency, throughput, batches, workers and events")

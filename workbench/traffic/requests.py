@@ -40,7 +40,9 @@ def _tensor_maker(pipeline: str, spec: TensorSpec, rng: np.random.Generator) -> 
         from workbench.demo.corpus import topic_sentences
 
         sentences = np.array(topic_sentences("test")[0], dtype=object)
-        return lambda rows: sentences[rng.integers(0, len(sentences), rows)]
+        # NOTE: a list of texts per row (candidates to rank, say) gets 8 of them where its length is open.
+        inner_text = tuple(8 if d < 0 else d for d in (spec.shape or (-1,))[1:])
+        return lambda rows: sentences[rng.integers(0, len(sentences), (rows, *inner_text))]
     pool = _demo_rows(spec) if pipeline == "tabular" else None
     if pool is not None:
         return lambda rows: pool[rng.integers(0, len(pool), rows)]

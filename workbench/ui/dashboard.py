@@ -15,9 +15,11 @@ from workbench.ui.controls import ControlsPanel, message_pane
 from workbench.ui.errors import ErrorChart
 from workbench.ui.feed import Sample
 from workbench.ui.latency import LatencyChart
+from workbench.ui.monitoring import BusinessPanel, DriftPanel, QualityPanel
 from workbench.ui.queue import QueueChart
 from workbench.ui.stages import StageChart
 from workbench.ui.summary import Summary
+from workbench.ui.switching import SwitchingPanel
 from workbench.ui.throughput import ThroughputChart
 from workbench.ui.traffic import TrafficLabPanel
 from workbench.ui.workers import WorkersTable
@@ -27,7 +29,7 @@ __all__ = ["COMPONENTS", "Dashboard"]
 #: The components that are also served alone, at ``/dashboard/<route>``.
 COMPONENTS: tuple[type[Component], ...] = (
     LatencyChart, ThroughputChart, QueueChart, BatchSizeChart, StageChart, ErrorChart, WorkersTable, ActivityLog,
-    ControlsPanel, TrafficLabPanel, Summary)
+    ControlsPanel, TrafficLabPanel, Summary, BusinessPanel, DriftPanel, QualityPanel, SwitchingPanel)
 
 _PAGE = {"background": "#f3f5f7", "min-height": "100vh"}
 _HEADER_CSS = """
@@ -39,7 +41,7 @@ _HEADER_CSS = """
 
 
 class Dashboard(Component):
-    """Live charts, workers, scaling, controls and the traffic lab of one engine.
+    """Live charts, monitoring, workers, scaling, controls and the traffic lab of one engine.
 
     Examples
     --------
@@ -56,13 +58,18 @@ class Dashboard(Component):
             "batches": BatchSizeChart(state), "stages": StageChart(state), "queue": QueueChart(state),
             "errors": ErrorChart(state), "workers": WorkersTable(state), "activity": ActivityLog(state),
             "controls": ControlsPanel(state, messages=False), "traffic": TrafficLabPanel(state, messages=False),
+            "business": BusinessPanel(state), "drift": DriftPanel(state), "quality": QualityPanel(state),
+            "switching": SwitchingPanel(state),
         }
         p = self.parts
         side = pn.Column(p["controls"], p["traffic"], width=330, margin=0)
         charts = pn.GridBox(p["latency"], p["throughput"], p["queue"], p["errors"], ncols=2,
                             sizing_mode="stretch_width")
-        main = pn.Column(p["summary"], message_pane(state), charts, p["batches"],
-                         pn.Row(p["stages"], p["activity"], sizing_mode="stretch_width"), p["workers"],
+        # NOTE: what the traffic does to the business, the data and the quality, right under its latency.
+        monitoring = pn.Row(p["business"], pn.Column(p["drift"], p["quality"], width=460, margin=0),
+                            sizing_mode="stretch_width")
+        main = pn.Column(p["summary"], message_pane(state), charts, monitoring, p["batches"],
+                         pn.Row(p["stages"], p["activity"], sizing_mode="stretch_width"), p["switching"], p["workers"],
                          sizing_mode="stretch_width", margin=0)
         return pn.Column(self.header, pn.Row(side, main, sizing_mode="stretch_width"), styles=_PAGE,
                          sizing_mode="stretch_width", css_classes=["wb-dashboard"])

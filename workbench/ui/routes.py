@@ -3,7 +3,7 @@
 ``/dashboard`` is the whole dashboard; ``/dashboard/<name>`` serves one
 component alone (``latency``, ``throughput``, ``queue``, ``batches``,
 ``stages``, ``errors``, ``workers``, ``activity``, ``controls``, ``traffic``,
-``summary``). ``?pipeline=<name>`` picks the pipeline shown first.
+``summary``, ``business``, ``drift``, ``quality``). ``?pipeline=<name>`` picks the pipeline shown first.
 
 Panel's sessions run on the server's own event loop, where the engine lives,
 so the views call the engine directly (see :mod:`workbench.ui.link`).

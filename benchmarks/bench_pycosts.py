@@ -9,7 +9,13 @@ warm-up, first-generation threshold raised), so drift on a shared machine hits
 both alike. GC pauses and GIL contention of each round come from
 :mod:`workbench.monitor.pycosts`.
 
-Run: ``python benchmarks/bench_pycosts.py [--seconds S] [--rounds N] [--threshold0 T]``.
+``--server``: the same comparison where it matters, two real ``workbench serve tabular``
+processes (LocalCluster workers, the dashboard mounted: the heap of a real serving process,
+with FastAPI, Dask and Panel loaded), one started with ``WORKBENCH_GC_MITIGATE=0`` and one
+with the defaults (mitigations on), under the same steady ``wrk`` load (``--connections``),
+rounds alternating; each server's own GC pauses are read from its stats afterwards.
+
+Run: ``python benchmarks/bench_pycosts.py [--seconds S] [--rounds N] [--threshold0 T] [--server [--connections C]]``.
 """
 
 from __future__ import annotations
@@ -113,11 +119,65 @@ async def main(seconds: float, rounds: int, rate_rps: float, threshold0: int) ->
     print(f"p99 ratio mitigated/defaults: {summary['mitigated'] / summary['defaults']:.2f}")
 
 
+def serve_rounds(seconds: float, rounds: int, connections: int) -> None:
+    """p99 of two ``workbench serve`` processes, defaults vs mitigations, under the same wrk load, alternating."""
+    import contextlib
+    import sys
+    import tempfile
+    import urllib.request
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_http import INFER, _free_port, _process, _wrk, tabular_bodies
+
+    build_demo_models(log=lambda _: None)
+    bodies = tabular_bodies(load_tabular_data().x_test)
+    path = INFER.format("tabular")
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        ports = {}
+        for mode, flag in (("defaults", "0"), ("mitigated", "1")):
+            ports[mode] = _free_port()
+            os.environ["WORKBENCH_GC_MITIGATE"] = flag
+            stack.enter_context(_process([sys.executable, "-m", "workbench.cli", "serve", "tabular", "--port",
+                                          str(ports[mode])], ports[mode], work / f"{mode}.log"))
+        os.environ.pop("WORKBENCH_GC_MITIGATE")
+        for port in ports.values():
+            _wrk(port, path, bodies, connections, 2.0, work)  # warm-up
+        loads: dict[str, list[Any]] = {"defaults": [], "mitigated": []}
+        for round_ in range(rounds):
+            order = ("defaults", "mitigated") if round_ % 2 == 0 else ("mitigated", "defaults")
+            for mode in order:
+                loads[mode].append(_wrk(ports[mode], path, bodies, connections, seconds, work))
+        costs = {}
+        for mode, port in ports.items():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/pipelines/tabular/stats", timeout=10) as reply:
+                costs[mode] = json.loads(reply.read())["python"]["serving"]
+    print(f"python {platform.python_version()}, {os.cpu_count()} cpus; two `workbench serve tabular` (LocalCluster, "
+          f"dashboard mounted); wrk -c{connections}, {rounds} rounds x {seconds:.0f} s each, alternating")
+    print(f"{'mode':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}   GC in the last 60 s: n, total ms, longest ms, "
+          "full collections n / longest ms, frozen objects")
+    for mode, runs in loads.items():
+        gc_ = costs[mode]["gc"]
+        full = gc_["by_generation"]["2"]
+        print(f"{mode:<10} {np.median([r.rps for r in runs]):>8.0f} {np.median([r.p50_ms for r in runs]):>8.2f} "
+              f"{np.median([r.p99_ms for r in runs]):>8.2f}   {gc_['count']}, {gc_['total_ms']:.1f}, "
+              f"{gc_['longest_ms']:.1f}; {full['count']} / {full['longest_ms']:.1f}; {gc_['frozen_objects']}")
+    ratios = [m.p99_ms / d.p99_ms for d, m in zip(loads["defaults"], loads["mitigated"])]
+    print("p99 mitigated/defaults per round: " + " / ".join(f"{r:.2f}" for r in ratios)
+          + f"; median {np.median(ratios):.2f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per round and mode")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=400.0, help="requests per second")
     parser.add_argument("--threshold0", type=int, default=10_000)
+    parser.add_argument("--server", action="store_true", help="compare two real `workbench serve` processes")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections (with --server)")
     args = parser.parse_args()
-    asyncio.run(main(args.seconds, args.rounds, args.rate, args.threshold0))
+    if args.server:
+        serve_rounds(args.seconds, args.rounds, args.connections)
+    else:
+        asyncio.run(main(args.seconds, args.rounds, args.rate, args.threshold0))

@@ -9,6 +9,7 @@ from runs once per batch.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -139,8 +140,9 @@ class Pipeline:
     def output_specs(self) -> dict[str, TensorSpec]:
         return {n: self.specs[n] for n in self.output_names}
 
-    @property
+    @functools.cached_property
     def inference_stages(self) -> list[OnnxStage]:
+        """The ONNX stages, in run order (read on every request: built once)."""
         return [s for s in self.stages if isinstance(s, OnnxStage)]
 
     def stage(self, name: str) -> Stage:

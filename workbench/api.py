@@ -251,6 +251,20 @@ class Workbench:
         """PSI per input feature and for the predictions, the worst features and the alert level."""
         return self._call_sync(self.engine.drift, name)
 
+    def watch_business(self, name: str, *, window_s: float = 60.0, baseline_windows: int = 10,
+                       rule: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Count ``name``'s business signals afresh over these windows; returns ``stats(name)["business"]``.
+
+        The shares of the last ``window_s`` seconds are tested against the ``baseline_windows``
+        windows before; ``rule`` holds the shift test's ``z``, ``min_change`` and ``min_count``.
+
+        Examples
+        --------
+        >>> wb.watch_business("tabular", window_s=10, baseline_windows=6)      # doctest: +SKIP
+        """
+        return self._call_sync(self.engine.watch_business, name, window_s=window_s,
+                               baseline_windows=baseline_windows, rule=rule)
+
     def metrics_text(self) -> str:
         """Every metric in the Prometheus text format, as ``GET /metrics`` serves it.
 

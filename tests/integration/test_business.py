@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
+from workbench import Workbench
 from workbench.demo.tabular import TabularData, load_tabular_data
 from workbench.engine import Engine
 from workbench.errors import WorkbenchError
@@ -110,3 +111,13 @@ async def test_a_pipeline_without_signals_has_no_business_metrics(data: TabularD
             engine.watch_business("plain")
     finally:
         await engine.close()
+
+
+def test_the_workbench_sets_the_windows_and_the_rule(tabular_pipeline: Pipeline) -> None:
+    with Workbench.inprocess() as wb:
+        wb.deploy(tabular_pipeline, name="tabular")
+        report = wb.watch_business("tabular", window_s=5, baseline_windows=3, rule={"min_count": 10})
+        assert (report["window_s"], report["baseline_s"], report["rule"]["min_count"]) == (5.0, 15.0, 10)
+        wb.predict("tabular", {"features": load_tabular_data().x_test[:4]})
+        business = wb.stats("tabular")["business"]
+        assert business["window_s"] == 5.0 and business["variants"]["gbt"]["rows"] == 4

@@ -75,6 +75,8 @@ class DaskBackend:
         if "WORKBENCH_INTRA_OP_THREADS" not in os.environ:
             env.setdefault("WORKBENCH_INTRA_OP_THREADS", str(max(1, (os.cpu_count() or 1) // max(workers, 1))))
         cluster_kwargs.setdefault("dashboard_address", ":0")
+        # NOTE: the terminal's Ctrl-C stops the serving process, which then closes its workers gracefully.
+        cluster_kwargs.setdefault("preload", ["workbench.backend.shielded"])
         cluster: Any = await LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
                                      asynchronous=True, env=env, **cluster_kwargs)
         try:

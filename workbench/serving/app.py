@@ -106,6 +106,11 @@ def create_app(engine_factory: EngineFactory, config: ServeConfig | None = None)
                 await engine.deploy(target, batching=config.batching)
             yield
         finally:
+            # NOTE: the traffic lab (dashboard, `workbench demo`) sends through the engine, not over HTTP:
+            # it stops, and its answers still due arrive, before the engine closes under it.
+            hub = getattr(app.state, "workbench_hub", None)
+            if hub is not None:
+                await hub.lab.close()
             # NOTE: uvicorn has finished the requests in flight by now; the batchers answer what is queued.
             await engine.close()
 

@@ -37,9 +37,7 @@ def request_maker(pipeline: Pipeline, *, seed: int = 0) -> Callable[[int], Reque
 
 def _tensor_maker(pipeline: str, spec: TensorSpec, rng: np.random.Generator) -> Callable[[int], np.ndarray]:
     if spec.dtype == "str":
-        from workbench.demo.corpus import topic_sentences
-
-        sentences = np.array(topic_sentences("test")[0], dtype=object)
+        sentences = _demo_texts(pipeline, spec.name)
         # NOTE: a list of texts per row (candidates to rank, say) gets 8 of them where its length is open.
         inner_text = tuple(8 if d < 0 else d for d in (spec.shape or (-1,))[1:])
         return lambda rows: sentences[rng.integers(0, len(sentences), (rows, *inner_text))]
@@ -53,6 +51,18 @@ def _tensor_maker(pipeline: str, spec: TensorSpec, rng: np.random.Generator) -> 
     if dtype == np.bool_:
         return lambda rows: rng.integers(0, 2, (rows, *inner)).astype(dtype)
     return lambda rows: rng.integers(0, 10, (rows, *inner)).astype(dtype)
+
+
+def _demo_texts(pipeline: str, tensor: str) -> np.ndarray:
+    """The search demo's queries and catalogue passages for its inputs; topic sentences for any other text."""
+    if pipeline == "search" and tensor in ("query", "candidates"):
+        from workbench.demo.catalogue import PASSAGES, QUERIES
+
+        texts = [query for query, _ in QUERIES] if tensor == "query" else [text for _, text in PASSAGES]
+        return np.array(texts, dtype=object)
+    from workbench.demo.corpus import topic_sentences
+
+    return np.array(topic_sentences("test")[0], dtype=object)
 
 
 def _demo_rows(spec: TensorSpec) -> np.ndarray | None:

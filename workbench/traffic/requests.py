@@ -1,7 +1,8 @@
 """Requests that fit a pipeline's inputs, for the traffic lab and the demo.
 
 The demo pipelines get real data (held-out breast-cancer rows with missing
-values, sentences of the demo corpus); any other pipeline gets values made up
+values, sentences of the demo corpus, the search catalogue's queries and
+passages); any other pipeline gets values made up
 from its input specs: numbers from a standard normal, strings from the demo
 corpus. Made-up requests exercise batching and latency; they say nothing of
 the model's quality.
@@ -31,13 +32,39 @@ def request_maker(pipeline: Pipeline, *, seed: int = 0) -> Callable[[int], Reque
     (4, 30)
     """
     rng = np.random.default_rng(seed)
+    if pipeline.name == "search" and set(pipeline.input_specs) == {"query", "candidates"}:
+        return _search_maker(rng)
     makers = {name: _tensor_maker(pipeline.name, spec, rng) for name, spec in pipeline.input_specs.items()}
     return lambda rows: {name: make(rows) for name, make in makers.items()}
 
 
+def _search_maker(rng: np.random.Generator, candidates: int = 8) -> Callable[[int], Request]:
+    """The search demo's queries, each with candidates drawn from the catalogue, its relevant passage among them.
+
+    NOTE: as a retrieval stage in front of a ranker would give them: ranking candidates none of which
+    answers the query says little of the ranker.
+    """
+    from workbench.demo.catalogue import PASSAGES, QUERIES
+
+    passages = np.array([text for _, text in PASSAGES], dtype=object)
+
+    def make(rows: int) -> Request:
+        picked = rng.integers(0, len(QUERIES), rows)
+        lists = np.empty((rows, candidates), dtype=object)
+        for row, q in enumerate(picked):
+            relevant = QUERIES[q][1]
+            others = rng.choice(np.delete(np.arange(len(passages)), relevant), candidates - 1, replace=False)
+            lists[row] = passages[rng.permutation(np.append(others, relevant))]
+        return {"query": np.array([QUERIES[q][0] for q in picked], dtype=object), "candidates": lists}
+
+    return make
+
+
 def _tensor_maker(pipeline: str, spec: TensorSpec, rng: np.random.Generator) -> Callable[[int], np.ndarray]:
     if spec.dtype == "str":
-        sentences = _demo_texts(pipeline, spec.name)
+        from workbench.demo.corpus import topic_sentences
+
+        sentences = np.array(topic_sentences("test")[0], dtype=object)
         # NOTE: a list of texts per row (candidates to rank, say) gets 8 of them where its length is open.
         inner_text = tuple(8 if d < 0 else d for d in (spec.shape or (-1,))[1:])
         return lambda rows: sentences[rng.integers(0, len(sentences), (rows, *inner_text))]
@@ -51,18 +78,6 @@ def _tensor_maker(pipeline: str, spec: TensorSpec, rng: np.random.Generator) -> 
     if dtype == np.bool_:
         return lambda rows: rng.integers(0, 2, (rows, *inner)).astype(dtype)
     return lambda rows: rng.integers(0, 10, (rows, *inner)).astype(dtype)
-
-
-def _demo_texts(pipeline: str, tensor: str) -> np.ndarray:
-    """The search demo's queries and catalogue passages for its inputs; topic sentences for any other text."""
-    if pipeline == "search" and tensor in ("query", "candidates"):
-        from workbench.demo.catalogue import PASSAGES, QUERIES
-
-        texts = [query for query, _ in QUERIES] if tensor == "query" else [text for _, text in PASSAGES]
-        return np.array(texts, dtype=object)
-    from workbench.demo.corpus import topic_sentences
-
-    return np.array(topic_sentences("test")[0], dtype=object)
 
 
 def _demo_rows(spec: TensorSpec) -> np.ndarray | None:

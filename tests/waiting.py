@@ -1,4 +1,5 @@
-"""Waiting in tests: for what a server or cluster does in its own time, and for a free port to give it."""
+"""Time in tests: waiting for what a server or cluster does in its own time, a free port to give it, and a clock
+that moves only when told."""
 
 from __future__ import annotations
 
@@ -29,3 +30,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class ManualClock:
+    """A clock that moves only when a test sets ``now``: pass it where code takes ``clock=``."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

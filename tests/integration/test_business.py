@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
+from waiting import ManualClock
 
 from workbench import Workbench
 from workbench.demo.tabular import TabularData, load_tabular_data
@@ -20,14 +21,6 @@ from workbench.pipeline import Pipeline
 
 #: Worst radius, worst perimeter, worst area and worst concave points: what drives the model to "malignant".
 MALIGNANT_DRIVERS = [20, 22, 23, 27]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +42,7 @@ async def feed(engine: Engine, rows: np.ndarray, size: int = 8) -> None:
 
 
 async def baseline_then(engine: Engine, data: TabularData, current: np.ndarray) -> dict[str, object]:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     engine.watch_business("tabular", clock=clock)
     await feed(engine, data.x_train)
     clock.now += 120.0  # the training rows are now two windows back: the baseline
@@ -87,7 +80,7 @@ async def test_shifted_inputs_move_the_high_risk_share_and_raise_the_flag(engine
 
 
 async def test_each_variant_is_counted_apart(engine: Engine, data: TabularData) -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     engine.watch_business("tabular", clock=clock)
     await feed(engine, data.x_test[:40])
     await engine.swap("tabular", "logreg")

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from waiting import ManualClock
 
 from workbench.monitor import Metrics
 from workbench.monitor.business import BusinessCollector, BusinessMonitor, ShiftRule, two_proportion_z
@@ -17,19 +18,11 @@ APPROVED = BusinessSignal("approved", "score", above=0.5)
 GBT = {"model": "gbt"}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def buckets(low: int, high: int) -> np.ndarray:
     return np.array(["low"] * low + ["high"] * high, dtype=object)
 
 
-def monitor(clock: Clock, **kwargs: object) -> BusinessMonitor:
+def monitor(clock: ManualClock, **kwargs: object) -> BusinessMonitor:
     return BusinessMonitor([RISK, APPROVED], clock=clock, **kwargs)  # type: ignore[arg-type]
 
 
@@ -42,7 +35,7 @@ def test_the_z_statistic_matches_a_hand_computation() -> None:
 
 
 def test_counts_and_shares_per_window_and_variant() -> None:
-    clock = Clock()
+    clock = ManualClock()
     watcher = monitor(clock)
     watcher.record({"risk_bucket": buckets(8, 2), "score": np.array([0.9] * 7 + [0.1] * 3)}, GBT)
     clock.now = 100.0  # the first request is now in the baseline
@@ -65,7 +58,7 @@ def test_counts_and_shares_per_window_and_variant() -> None:
 
 
 def test_a_sudden_shift_is_flagged_and_a_steady_mix_is_not() -> None:
-    clock = Clock()
+    clock = ManualClock()
     watcher = monitor(clock)
     rng = np.random.default_rng(1)
     for second in range(0, 600, 2):
@@ -86,7 +79,7 @@ def test_a_sudden_shift_is_flagged_and_a_steady_mix_is_not() -> None:
 
 
 def test_a_shift_on_a_small_sample_raises_no_flag() -> None:
-    clock = Clock()
+    clock = ManualClock()
     watcher = monitor(clock, rule=ShiftRule(min_count=100))
     clock.now = 10.0
     watcher.record({"risk_bucket": buckets(500, 0), "score": np.zeros(500)}, GBT)
@@ -99,7 +92,7 @@ def test_a_shift_on_a_small_sample_raises_no_flag() -> None:
 
 def test_a_tiny_significant_move_is_not_a_shift() -> None:
     def risk_after(min_change: float) -> dict[str, object]:
-        clock = Clock()
+        clock = ManualClock()
         watcher = monitor(clock, rule=ShiftRule(z=4.0, min_change=min_change, min_count=100))
         watcher.record({"risk_bucket": buckets(180_000, 20_000), "score": np.zeros(200_000)}, GBT)
         clock.now = 100.0
@@ -115,7 +108,7 @@ def test_a_tiny_significant_move_is_not_a_shift() -> None:
 
 
 def test_rows_older_than_the_baseline_are_forgotten() -> None:
-    clock = Clock()
+    clock = ManualClock()
     watcher = monitor(clock, window_s=10.0, baseline_windows=2)
     watcher.record({"risk_bucket": buckets(5, 5), "score": np.zeros(10)}, GBT)
     clock.now = 15.0
@@ -125,7 +118,7 @@ def test_rows_older_than_the_baseline_are_forgotten() -> None:
 
 
 def test_only_the_values_declared_are_tested() -> None:
-    clock = Clock()
+    clock = ManualClock()
     watcher = BusinessMonitor([BusinessSignal("risk", "risk_bucket", values=("high",))], clock=clock)
     watcher.record({"risk_bucket": buckets(200, 0)}, GBT)
     clock.now = 100.0
@@ -135,7 +128,7 @@ def test_only_the_values_declared_are_tested() -> None:
 
 
 def test_observe_counts_a_prediction_under_its_variant_or_the_deployment_s() -> None:
-    clock = Clock()
+    clock = ManualClock()
     watcher = BusinessMonitor([RISK], clock=clock, variants=lambda: {"model": "logreg"})
     watcher.observe({}, Prediction({"risk_bucket": buckets(1, 1)}, variants={"model": "gbt"}))
     watcher.observe({}, Prediction({"risk_bucket": buckets(0, 3)}))
@@ -158,7 +151,7 @@ def test_the_settings_are_checked() -> None:
 
 
 def test_the_collector_exports_rates_and_the_flag() -> None:
-    clock = Clock()
+    clock = ManualClock()
     watcher = monitor(clock, rule=ShiftRule(min_count=10))
     watcher.record({"risk_bucket": buckets(90, 10), "score": np.zeros(100)}, GBT)
     clock.now = 100.0
@@ -177,7 +170,7 @@ def test_the_collector_exports_rates_and_the_flag() -> None:
 
 
 def test_one_row_requests_count_as_many_row_ones_even_when_nobody_reads_for_long() -> None:
-    clock = Clock()
+    clock = ManualClock()
     rows, scores = np.where(np.arange(5000) % 4 == 0, "high", "low"), np.linspace(0, 1, 5000)
     one_by_one, at_once = monitor(clock), monitor(clock)
     for row, score in zip(rows, scores):  # NOTE: more than COUNT_AT: the monitor counts some on its own

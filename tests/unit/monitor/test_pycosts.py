@@ -7,21 +7,14 @@ import time
 from typing import Any
 
 import pytest
+from waiting import ManualClock
 
 from workbench.monitor import Metrics
 from workbench.monitor.pycosts import CachedFetch, GcPauses, GilSampler, PythonCostsCollector, mitigate, process_costs
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_pauses_are_counted_per_generation_and_leave_the_window() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     pauses = GcPauses(window_s=10, clock=clock)
     pauses.install()
     try:

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+from waiting import ManualClock
 
 from workbench.monitor import BatcherStats, RollingWindow
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_percentiles_match_numpy_and_old_samples_expire() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     window = RollingWindow(window_s=10, clock=clock)
     values = np.arange(1, 101, dtype=float)
     for v in values:
@@ -28,7 +21,7 @@ def test_percentiles_match_numpy_and_old_samples_expire() -> None:
 
 
 def test_rate_counts_per_second() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     window = RollingWindow(window_s=10, clock=clock)
     for i in range(50):
         clock.now = i * 0.1

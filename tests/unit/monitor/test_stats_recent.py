@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from waiting import ManualClock
 
 from workbench.monitor import BatcherStats, RollingWindow
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_last_seconds_of_a_window() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     window = RollingWindow(window_s=60, clock=clock)
     for second in range(10):
         clock.now = float(second)
@@ -33,7 +26,7 @@ def test_last_seconds_of_a_window() -> None:
 
 
 def test_batcher_stats_recent() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     stats = BatcherStats(clock=clock)
     stats.record_request({"total": 50.0})
     stats.record_batch_run(0.5)

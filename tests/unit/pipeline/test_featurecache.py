@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from waiting import ManualClock
 
 from workbench.pipeline.featurecache import CacheRegistry, FeatureCache
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def entry(value: float) -> tuple[np.ndarray, ...]:
@@ -21,7 +14,7 @@ def entry(value: float) -> tuple[np.ndarray, ...]:
 
 
 def test_an_entry_is_served_until_its_ttl_then_expires() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     cache = FeatureCache("t", ttl_s=10.0, clock=clock)
     cache.put("a", entry(1.0))
     clock.now += 9.5
@@ -36,7 +29,7 @@ def test_an_entry_is_served_until_its_ttl_then_expires() -> None:
 
 
 def test_a_new_value_restarts_the_ttl() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     cache = FeatureCache("t", ttl_s=10.0, clock=clock)
     cache.put("a", entry(1.0))
     clock.now += 8.0

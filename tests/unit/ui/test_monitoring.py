@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from waiting import ManualClock
 
 from workbench.api import Workbench
 from workbench.demo import demo_pipeline
@@ -24,14 +25,6 @@ from workbench.ui.dashboard import Dashboard
 from workbench.ui.monitoring import business_rows, drift_rows, quality_rows
 
 SHIFTED = [20, 22, 23, 27]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +65,7 @@ def test_quality_rows_average_precision_and_recall_over_the_classes() -> None:
 
 
 def test_business_rows_hold_each_value_now_and_in_the_baseline() -> None:
-    clock = Clock()
+    clock = ManualClock()
     monitor = BusinessMonitor([BusinessSignal("risk", "risk_bucket")], rule=ShiftRule(min_count=10), clock=clock)
     monitor.record({"risk_bucket": np.array(["low"] * 18 + ["high"] * 2)}, {"model": "gbt"})
     clock.now = 100.0
@@ -94,7 +87,7 @@ def test_the_panels_show_the_drift_quality_and_business_the_engine_reports(wb: W
         assert "no labels yet" in quality.status.object
         assert "no request answered yet" in business.body.object
         assert "building a baseline" in business.status.object
-        clock = Clock()
+        clock = ManualClock()
         # NOTE: no request is in flight, so the engine may be called from this thread; the clock makes
         # the training rows the baseline and the shifted ones the current window.
         wb.engine.watch_business("tabular", clock=clock)

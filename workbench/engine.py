@@ -225,6 +225,10 @@ class Engine:
     def names(self) -> list[str]:
         return list(self._deployments)
 
+    def __contains__(self, name: object) -> bool:
+        """Whether a pipeline is deployed as ``name`` (read per request: no list is built)."""
+        return name in self._deployments
+
     def ready(self, name: str | None = None) -> bool:
         """Whether ``name`` (or every deployment) has at least one warm worker to run its batches."""
         names = [name] if name is not None else list(self._deployments)

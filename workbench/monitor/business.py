@@ -167,9 +167,7 @@ class BusinessMonitor:
     # -- the request path ----------------------------------------------------------------
     def observe(self, tensors: Mapping[str, Any], prediction: Prediction) -> None:
         """Note one answered request (an append: it is counted when read)."""
-        self._pending.append((self._clock(), prediction.variants, prediction.outputs))
-        if len(self._pending) >= COUNT_AT:
-            self._count_now()
+        self.record(prediction.outputs, prediction.variants)
 
     def record(self, outputs: Mapping[str, Any], variants: Mapping[str, str] | None = None) -> None:
         """Note the outputs of one request answered by ``variants`` (what :meth:`observe` does with a prediction)."""

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Strategy", "StrategyResult", "candidate_mask", "similarities", "top_k"]
+__all__ = ["Strategy", "StrategyResult", "candidate_mask", "real_items", "similarities", "top_k"]
 
 #: What a strategy returns: the score per candidate, the order to rank them in (best first; ``None``:
 #: by score), and counts of what it did (``candidates``, ``pairs``: the cost that grows with the list).
@@ -47,6 +47,11 @@ def candidate_mask(candidates: np.ndarray, given: np.ndarray | None = None) -> n
     """
     if given is None:
         return np.asarray(np.any(candidates != 0, axis=-1), dtype=bool)
+    return real_items(given)
+
+
+def real_items(given: np.ndarray) -> np.ndarray:
+    """Which slots of ``given`` (candidates' text, a bool mask, or ids) hold a real item rather than padding."""
     if given.dtype == bool:
         return np.asarray(given, dtype=bool)
     if given.dtype.kind == "O" or given.dtype.kind == "U":

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.ranking.base import candidate_mask
+from workbench.ranking.base import real_items
 
 __all__ = ["RankingCosts"]
 
@@ -58,7 +58,7 @@ class RankingCosts:
             return
         lists = tensors.get(self.candidates) if self.candidates is not None else None
         if lists is not None and getattr(lists, "ndim", 0) == 2:
-            length = int(candidate_mask(np.empty((*lists.shape, 0)), lists).sum(axis=1).max())
+            length = int(real_items(lists).sum(axis=1).max())
         else:
             ranked = prediction.outputs.get(self.ranking)
             if ranked is None:

@@ -101,7 +101,7 @@ def create_app(engine_factory: EngineFactory, config: ServeConfig | None = None)
         try:
             for target in config.targets:
                 pipeline = resolve_pipeline(target, load=False)
-                if pipeline.name in engine.names():
+                if pipeline.name in engine:
                     continue  # NOTE: already deployed on the cluster by another front, and attached
                 await engine.deploy(target, batching=config.batching)
             yield

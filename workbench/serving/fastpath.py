@@ -85,7 +85,7 @@ class InferFastPath:
         await send({"type": "http.response.body", "body": answer})
         instruments = getattr(state, "http_metrics", None)
         if instruments is not None:
-            instruments.count("POST", _ROUTES[version is not None], name if name in engine.names() else "", status,
+            instruments.count("POST", _ROUTES[version is not None], name if name in engine else "", status,
                               time.perf_counter() - received)
 
     def _check_token(self, headers: dict[bytes, bytes]) -> None:

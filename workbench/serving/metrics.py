@@ -74,7 +74,7 @@ class HttpInstruments:
         model = ""
         if name is not None:
             engine: Engine | None = getattr(scope["app"].state, "engine", None)
-            model = name if engine is not None and name in engine.names() else ""
+            model = name if engine is not None and name in engine else ""
         self.count(method, route, model, status, seconds)
 
     def count(self, method: str, route: str, model: str, status: int, seconds: float) -> None:

@@ -244,7 +244,7 @@ async def repository_index(request: Request) -> list[dict[str, Any]]:
 @router.post("/v2/repository/models/{name}/load", summary="Deploy a known pipeline (file or demo) by name")
 async def repository_load(request: Request, name: str) -> dict[str, Any]:
     engine = _engine(request)
-    if name in engine.names():
+    if name in engine:
         return {"name": name, "state": "READY"}
     target = request.app.state.loadable().get(name)
     if target is None:

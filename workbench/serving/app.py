@@ -28,7 +28,7 @@ from workbench.errors import WorkbenchError
 from workbench.pipeline.graph import Pipeline
 from workbench.serving import control, metrics, v2
 from workbench.serving.errors import error_answer
-from workbench.serving.fastpath import InferFastPath
+from workbench.serving.fastpath import InferFastPath, WorkbenchAPI
 from workbench.serving.responses import JSONResponse
 
 __all__ = ["ServeConfig", "create_app", "is_loopback"]
@@ -114,7 +114,7 @@ def create_app(engine_factory: EngineFactory, config: ServeConfig | None = None)
             # NOTE: uvicorn has finished the requests in flight by now; the batchers answer what is queued.
             await engine.close()
 
-    app = FastAPI(title="Inference Workbench", version=__version__, lifespan=lifespan,
+    app = WorkbenchAPI(title="Inference Workbench", version=__version__, lifespan=lifespan,
                   default_response_class=JSONResponse,
                   description="Open Inference Protocol (KServe V2) inference and the workbench's control API.")
     app.state.config = config
@@ -133,8 +133,7 @@ def create_app(engine_factory: EngineFactory, config: ServeConfig | None = None)
     # NOTE: added after BodyLimit, so outside it: it counts the 413s of BodyLimit too.
     app.add_middleware(metrics.HttpMetrics)
     if config.fast_infer:
-        # NOTE: outermost of the application's own: infer requests skip everything inside it.
-        app.add_middleware(InferFastPath, config=config)
+        app.fast_path = InferFastPath(app, config)
     return app
 
 

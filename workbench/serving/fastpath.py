@@ -1,11 +1,12 @@
-"""The V2 infer route as a lean ASGI application in front of FastAPI: the serving hot path.
+"""The V2 infer route answered before FastAPI: the serving hot path.
 
-Under load, FastAPI's per-request machinery (its exception and exit-stack
-middlewares, route matching over every route, dependency solving, the
-wrapped ``send`` of each layer) costs the serving process more than the
-decoding, batching and encoding of a small request together. Infer requests
-(``POST /v2/models/{name}[/versions/{v}]/infer``) are therefore answered here,
-before they reach FastAPI, by the same code the FastAPI route calls
+Under load, FastAPI's per-request machinery (its telemetry check, its error,
+body-limit and exit-stack middlewares, route matching over every route,
+dependency solving, the wrapped ``send`` of each layer) costs the serving
+process more than the decoding, batching and encoding of a small request
+together. Infer requests (``POST /v2/models/{name}[/versions/{v}]/infer``) are
+therefore answered here, by :class:`WorkbenchAPI` before any layer of
+FastAPI's own, by the same code the FastAPI route calls
 (:func:`workbench.serving.v2.answer_infer`), with the same token check, body
 limit, error bodies and HTTP metrics. Every other request passes through.
 ``ServeConfig(fast_infer=False)`` routes infer requests through FastAPI
@@ -19,7 +20,8 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from workbench.errors import WorkbenchError
 from workbench.serving.codec import HEADER_LENGTH
@@ -29,7 +31,7 @@ from workbench.serving.v2 import TIMEOUT_HEADER, answer_infer
 if TYPE_CHECKING:
     from workbench.serving.app import ServeConfig
 
-__all__ = ["InferFastPath"]
+__all__ = ["InferFastPath", "WorkbenchAPI"]
 
 _INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 _ROUTES = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
@@ -38,30 +40,41 @@ _JSON = [(b"content-type", b"application/json")]
 _BINARY = [(b"content-type", b"application/octet-stream")]
 
 
+class WorkbenchAPI(FastAPI):
+    """FastAPI, with V2 infer requests answered by its :attr:`fast_path` (when set) before any of FastAPI's layers."""
+
+    fast_path: InferFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast_path = self.fast_path
+        if fast_path is None or not await fast_path(scope, receive, send):
+            await super().__call__(scope, receive, send)
+
+
 class InferFastPath:
-    """ASGI middleware answering V2 infer requests itself; added outermost of the application's own.
+    """Answers V2 infer requests of an application (:class:`WorkbenchAPI`) itself.
 
     Parameters
     ----------
     app
-        The application every other request goes to.
+        The application, whose ``state`` holds the engine and the HTTP metrics once started.
     config
         The server's :class:`~workbench.serving.app.ServeConfig` (token, body limit, default deadline).
     """
 
-    def __init__(self, app: ASGIApp, config: ServeConfig) -> None:
-        self.app = app
+    def __init__(self, app: FastAPI, config: ServeConfig) -> None:
+        self.state = app.state
         self.config = config
         self._token = config.token.encode() if config.token and config.protect_inference else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer ``scope`` if it is an infer request (and the engine is up); whether it did."""
         found = (_INFER.fullmatch(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST"
                  else None)
-        state = scope["app"].state if found is not None else None
-        engine = getattr(state, "engine", None)
+        state = self.state
+        engine = getattr(state, "engine", None) if found is not None else None
         if found is None or engine is None:
-            await self.app(scope, receive, send)
-            return
+            return False
         received = time.perf_counter()
         name, version = found[1], found[2]
         headers = dict(scope["headers"])
@@ -87,6 +100,7 @@ class InferFastPath:
         if instruments is not None:
             instruments.count("POST", _ROUTES[version is not None], name if name in engine else "", status,
                               time.perf_counter() - received)
+        return True
 
     def _check_token(self, headers: dict[bytes, bytes]) -> None:
         if self._token is None:

@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
+import dask.config
 import numpy as np
 import pytest
 from waiting import eventually
 
 from workbench.api import Workbench
+from workbench.backend.dask import HOUSEKEEPING
 from workbench.backend.worker import EVENTS_TOPIC, plugin_name
 from workbench.demo.corpus import topic_sentences
 from workbench.demo.tabular import load_tabular_data
@@ -63,6 +65,10 @@ def assert_tabular_equal(ours: dict[str, np.ndarray], reference: dict[str, np.nd
 def assert_text_equal(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
     assert (ours["topic"] == reference["topic"]).all()
     np.testing.assert_allclose(ours["confidence"], reference["confidence"], atol=1e-5)
+
+
+def _housekeeping_seen() -> dict[str, str]:
+    return {key: dask.config.get(key) for key in HOUSEKEEPING}
 
 
 # -- results ----------------------------------------------------------------------------
@@ -178,6 +184,10 @@ def test_a_worker_that_joins_later_gets_the_deployments_and_batches(wb: Workbenc
         eventually(ran_on_new, timeout_s=30, what="a batch on the new worker")
         provider = next(w["providers"] for w in wb.stats("text")["workers"] if w["address"] == new)
         assert provider == EXPECTED_PROVIDER
+        # NOTE: a worker started by scaling keeps the cluster's housekeeping cadence too.
+        client = wb.engine.backend.client  # type: ignore[attr-defined]
+        cadence = wb._call(client.run, _housekeeping_seen, workers=[new])
+        assert cadence == {new: HOUSEKEEPING}
     finally:
         cluster.scale(2)
         eventually(lambda: len(wb.stats("tabular")["workers"]) == 2, what="back to two workers")

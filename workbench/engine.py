@@ -605,8 +605,10 @@ class Engine:
 
     def _fit_in_flight(self, deployment: Deployment) -> None:
         """The backend's batches in flight per worker thread that holds the deployment, unless the user pinned it."""
+        threads = self.backend.threads(deployment.name, deployment.generation)
+        deployment.batcher.runners = threads or None
         if not deployment.pinned_in_flight:
-            slots = self.backend.threads(deployment.name, deployment.generation) * self.backend.in_flight_per_thread
+            slots = threads * self.backend.in_flight_per_thread
             if slots and slots != deployment.batcher.config.max_in_flight:
                 deployment.batcher.set_batching(max_in_flight=slots)
 

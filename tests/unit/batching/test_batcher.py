@@ -144,6 +144,57 @@ async def test_max_in_flight_bounds_concurrent_batches() -> None:
     await batcher.close()
 
 
+@pytest.mark.parametrize("even_shares", [True, False])
+async def test_a_burst_is_shared_evenly_across_the_slots(even_shares: bool) -> None:
+    recorder = Recorder(delay_s=0.02)
+    batcher = DynamicBatcher("p", recorder, BatchingConfig(max_batch_size=32, max_delay_ms=5, max_in_flight=4),
+                             even_shares=even_shares)
+    answers = await asyncio.gather(*(batcher.submit(_request(i)) for i in range(32)))
+    await batcher.close()
+    assert [a["y"][0, 0] for a in answers] == [2 * i for i in range(32)]
+    # NOTE: 32 rows in the system, 4 slots: 8 each, rather than one batch of them all and three idle slots.
+    assert recorder.sizes == ([8, 8, 8, 8] if even_shares else [32])
+
+
+class Serial(Recorder):
+    """Batches that take turns on one runner (as two slots of one Dask worker thread do)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s)
+        self.runner = asyncio.Lock()
+
+    async def __call__(self, tensors: dict[str, np.ndarray]) -> Prediction:
+        async with self.runner:
+            return await super().__call__(tensors)
+
+
+@pytest.mark.parametrize("runners", [1, None])
+async def test_while_every_runner_is_busy_a_batch_gathers_its_share(runners: int | None) -> None:
+    """8 clients in a closed loop, each back 0-10 ms after its answer, on 2 slots of one runner (40 ms a batch)."""
+    serial = Serial(delay_s=0.04)
+    batcher = DynamicBatcher("p", serial, BatchingConfig(max_batch_size=32, max_delay_ms=1, max_in_flight=2))
+    batcher.runners = runners
+    await batcher.submit(_request(0))  # NOTE: one batch measured first: the time a runner is held
+    rng = np.random.default_rng(0)
+    stop = time.monotonic() + 1.2
+
+    async def client(i: int) -> None:
+        while time.monotonic() < stop:
+            assert (await batcher.submit(_request(i)))["y"][0, 0] == 2 * i
+            await asyncio.sleep(rng.uniform(0, 0.01))
+
+    await asyncio.gather(*(client(i) for i in range(8)))
+    await batcher.close()
+    sizes = serial.sizes[4:]
+    mean = sum(sizes) / len(sizes)
+    if runners == 1:
+        # NOTE: the batch waits behind the running one anyway: it gathers up to its share (8 rows, 2 slots)
+        assert mean >= 3.5, sizes
+    else:
+        # NOTE: as if each slot had a runner of its own: it leaves with whoever is queued when it frees
+        assert mean < 3, sizes
+
+
 async def test_close_fails_queued_requests_explicitly() -> None:
     batcher = DynamicBatcher("p", Recorder(delay_s=0.2), BatchingConfig(max_batch_size=1))
     tasks = [asyncio.ensure_future(batcher.submit(_request(i))) for i in range(3)]

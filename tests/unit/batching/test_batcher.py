@@ -144,16 +144,21 @@ async def test_max_in_flight_bounds_concurrent_batches() -> None:
     await batcher.close()
 
 
-@pytest.mark.parametrize("even_shares", [True, False])
-async def test_a_burst_is_shared_evenly_across_the_slots(even_shares: bool) -> None:
+@pytest.mark.parametrize(("even_shares", "runners", "sizes"), [
+    (True, None, [8, 8, 8, 8]),  # NOTE: 32 rows, 4 slots that each run: 8 each, not one batch and 3 idle slots
+    (True, 2, [16, 16]),  # NOTE: 2 runners, 2 slots each: a share per runner (the other batch would wait)
+    (False, None, [32]),
+])
+async def test_a_burst_is_shared_evenly_across_the_runners(even_shares: bool, runners: int | None,
+                                                           sizes: list[int]) -> None:
     recorder = Recorder(delay_s=0.02)
     batcher = DynamicBatcher("p", recorder, BatchingConfig(max_batch_size=32, max_delay_ms=5, max_in_flight=4),
                              even_shares=even_shares)
+    batcher.runners = runners
     answers = await asyncio.gather(*(batcher.submit(_request(i)) for i in range(32)))
     await batcher.close()
     assert [a["y"][0, 0] for a in answers] == [2 * i for i in range(32)]
-    # NOTE: 32 rows in the system, 4 slots: 8 each, rather than one batch of them all and three idle slots.
-    assert recorder.sizes == ([8, 8, 8, 8] if even_shares else [32])
+    assert recorder.sizes == sizes
 
 
 class Serial(Recorder):
@@ -188,7 +193,7 @@ async def test_while_every_runner_is_busy_a_batch_gathers_its_share(runners: int
     sizes = serial.sizes[4:]
     mean = sum(sizes) / len(sizes)
     if runners == 1:
-        # NOTE: the batch waits behind the running one anyway: it gathers up to its share (8 rows, 2 slots)
+        # NOTE: the batch waits behind the running one anyway: it gathers towards its share (8 rows, 1 runner)
         assert mean >= 3.5, sizes
     else:
         # NOTE: as if each slot had a runner of its own: it leaves with whoever is queued when it frees

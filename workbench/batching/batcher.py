@@ -481,16 +481,22 @@ class DynamicBatcher:
             _GAP_SMOOTHING * ran + (1 - _GAP_SMOOTHING) * self._service_ns)
         self._batch_rows = rows if not self._batch_rows else (
             _GAP_SMOOTHING * rows + (1 - _GAP_SMOOTHING) * self._batch_rows)
+        shared = prediction.timings_ms
+        queued, forming, total = [], [], []
         for pending, outputs in zip(batch, split(prediction.outputs, [p.rows for p in batch])):
             timings = {
                 "queue": (pending.pulled_ns - pending.enqueued_ns) / 1e6,
                 "batch_formation": (dispatched - pending.pulled_ns) / 1e6,
-                **prediction.timings_ms,
+                **shared,
                 "total": (done - pending.enqueued_ns) / 1e6,
             }
-            self.stats.record_request(timings)
+            queued.append(timings["queue"])
+            forming.append(timings["batch_formation"])
+            total.append(timings["total"])
             if not pending.future.done():  # NOTE: a caller that gave up (cancelled) is skipped
                 pending.future.set_result(Prediction(outputs, timings, prediction.variants))
+        # NOTE: recorded for the whole batch at once: its stages' times are the same for every request.
+        self.stats.record_requests(shared, {"queue": queued, "batch_formation": forming, "total": total})
 
     def snapshot(self) -> dict[str, Any]:
         """Statistics plus the current knobs."""

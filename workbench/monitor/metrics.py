@@ -138,6 +138,29 @@ class PipelineObserver:
             series.counts[bisect_left(edges, seconds)] += 1
             series.sum += seconds
 
+    def requests_done(self, shared_ms: Mapping[str, float], each_ms: Mapping[str, Sequence[float]],
+                      count: int) -> None:
+        self.completed += count
+        durations, edges = self.durations, self._duration_edges
+        for part, ms in shared_ms.items():
+            series = durations.get(part)
+            if series is None:
+                series = durations[part] = _Buckets(len(edges))
+            seconds = ms * 1e-3
+            series.counts[bisect_left(edges, seconds)] += count
+            series.sum += seconds * count
+        for part, values in each_ms.items():
+            series = durations.get(part)
+            if series is None:
+                series = durations[part] = _Buckets(len(edges))
+            counts = series.counts
+            total = 0.0
+            for ms in values:
+                seconds = ms * 1e-3
+                counts[bisect_left(edges, seconds)] += 1
+                total += seconds
+            series.sum += total
+
     def request_failed(self, status_code: int, requests: int) -> None:
         self.failed[status_code] = self.failed.get(status_code, 0) + requests
 

@@ -42,3 +42,38 @@ def test_batcher_stats_snapshot() -> None:
     assert snap["batch_size"]["mean"] == 3.0
     assert snap["latency_ms"]["p50"] == 3.5 and snap["timings_ms"]["model"]["p50"] == 2.0
     assert (snap["errors_total"], snap["queue_depth"], snap["requests_total"]) == (2, 3, 1)
+
+
+def test_extend_keeps_what_adding_one_by_one_keeps_across_the_ring() -> None:
+    clock = ManualClock()
+    one_by_one = RollingWindow(window_s=10, max_samples=7, clock=clock)
+    at_once = RollingWindow(window_s=10, max_samples=7, clock=clock)
+    for block in ([1.0, 2.0, 3.0], [4.0] * 5, list(np.arange(10.0, 22.0)), [5.0]):
+        for v in block:
+            one_by_one.add(v)
+        if len(set(block)) == 1:
+            at_once.extend(block[0], len(block))
+        else:
+            at_once.extend(block)
+        np.testing.assert_array_equal(at_once.values(), one_by_one.values())
+
+
+def test_a_batch_recorded_at_once_equals_its_requests_recorded_one_by_one() -> None:
+    from workbench.monitor.metrics import Metrics
+
+    shared = {"tokenize": 0.4, "encoder": 12.0, "transfer": 1.5}
+    each = {"queue": [0.1, 2.0, 7.5], "batch_formation": [0.3, 0.2, 0.0], "total": [14.0, 16.0, 21.0]}
+    metrics = Metrics()
+    by_request = BatcherStats(observer=metrics.observer("a"))
+    for i in range(3):
+        by_request.record_request({"queue": each["queue"][i], "batch_formation": each["batch_formation"][i],
+                                   **shared, "total": each["total"][i]})
+    by_batch = BatcherStats(observer=metrics.observer("b"))
+    by_batch.record_requests(shared, each)
+    first, second = by_request.snapshot(0), by_batch.snapshot(0)
+    for key in ("requests_total", "latency_ms", "timings_ms"):
+        assert first[key] == second[key], key
+    a, b = metrics.observer("a"), metrics.observer("b")
+    assert a.completed == b.completed == 3
+    assert {k: (v.counts, round(v.sum, 12)) for k, v in a.durations.items()} == {
+        k: (v.counts, round(v.sum, 12)) for k, v in b.durations.items()}

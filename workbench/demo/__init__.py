@@ -26,7 +26,7 @@ Builder = Callable[[ModelRepository, Path], Path]
 # NOTE: search comes after text: it reuses the text demo's encoder.
 DEMOS: dict[str, Builder] = {"tabular": build_tabular, "text": build_text, "search": build_search}
 #: Bump when a builder changes what it writes, so old builds are redone.
-BUILD_VERSION = "3"
+BUILD_VERSION = "4"
 
 
 def _home(home: str | Path | None) -> Path:

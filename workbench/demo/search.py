@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from workbench.demo.catalogue import write_catalogue
-from workbench.demo.text import ENCODER, TOKENIZER_ASSET
+from workbench.demo.text import ENCODER, TOKENIZER_ASSET, encoder_stage
 from workbench.models.repository import ModelRepository
-from workbench.pipeline import CachedFeatures, OnnxStage, Pipeline, Tokenize
+from workbench.pipeline import CachedFeatures, Pipeline, Tokenize
 from workbench.ranking import Rank
 from workbench.tensor import TensorSpec
 
@@ -51,7 +51,7 @@ MAX_LENGTH = 128
 def _embed(tensor: str, output: str, name: str, *, item_dims: int, ttl_s: float) -> CachedFeatures:
     return CachedFeatures(
         [Tokenize(tensor, tokenizer=TOKENIZER_ASSET, max_length=MAX_LENGTH, name="tokenize"),
-         OnnxStage(ENCODER, "fp32", name="encoder", resource="gpu", outputs={"sentence_embedding": output})],
+         encoder_stage(outputs={"sentence_embedding": output})],
         key=tensor, cache=CACHE, ttl_s=ttl_s, max_entries=10_000, item_dims=item_dims, name=name,
     )
 

@@ -126,7 +126,7 @@ def build_text(repository: ModelRepository, pipelines_dir: Path) -> Path:
         return Pipeline(
             "text-encoder", [TensorSpec("text", "str", (-1,))],
             [Tokenize("text", tokenizer=TOKENIZER_ASSET, max_length=max_length, name="tokenize"),
-             OnnxStage(ENCODER, variant, name="encoder", resource="gpu")],
+             encoder_stage(variant)],
             repository=repository,
         )
 
@@ -143,7 +143,7 @@ def build_text(repository: ModelRepository, pipelines_dir: Path) -> Path:
         [TensorSpec("text", "str", (-1,))],
         [
             Tokenize("text", tokenizer=TOKENIZER_ASSET, max_length=max_length, name="tokenize"),
-            OnnxStage(ENCODER, "fp32", name="encoder", resource="gpu"),
+            encoder_stage(),
             OnnxStage(HEAD, "centroid", name="head", inputs={"embedding": "sentence_embedding"}),
             LabelMap("probabilities", ["topic", "confidence"], labels=TOPICS, name="label"),
         ],
@@ -155,7 +155,7 @@ def build_text(repository: ModelRepository, pipelines_dir: Path) -> Path:
     embed = Pipeline(
         "embed", [TensorSpec("text", "str", (-1,))],
         [Tokenize("text", tokenizer=TOKENIZER_ASSET, max_length=max_length, name="tokenize"),
-         OnnxStage(ENCODER, "fp32", name="encoder", resource="gpu", outputs={"sentence_embedding": "embedding"})],
+         encoder_stage(outputs={"sentence_embedding": "embedding"})],
         repository=repository,
         description="MiniLM sentence embeddings (384 floats, normalised) of texts.",
     )
@@ -163,6 +163,11 @@ def build_text(repository: ModelRepository, pipelines_dir: Path) -> Path:
     path = pipelines_dir / "text.yaml"
     pipeline.to_yaml(path)
     return path
+
+
+def encoder_stage(variant: str = "fp32", **options: Any) -> OnnxStage:
+    """The MiniLM encoder stage of the demos: on a GPU when one works, batches run in buckets of similar length."""
+    return OnnxStage(ENCODER, variant, name="encoder", resource="gpu", ragged_by="attention_mask", **options)
 
 
 def _record_quality(repository: ModelRepository, pipeline: Pipeline) -> None:

@@ -106,10 +106,13 @@ class DashboardState(param.Parameterized):
             self._callback.stop()
             self._callback = None
 
-    def refresh(self) -> None:
-        """Take the latest sample, mirror the engine's knobs, report finished actions, update every view."""
+    def refresh(self, *, force: bool = False) -> None:
+        """Take the latest sample, mirror the engine's knobs, report finished actions, update every view.
+
+        The feed's sample is reused while it is recent, unless ``force`` (or an action just ran).
+        """
         try:
-            sample = self.hub.feed.poll(force=self._force)
+            sample = self.hub.feed.poll(force=force or self._force)
         except Exception as exc:
             self._say(f"cannot read the engine: {exc}", failed=True)
             return

@@ -99,7 +99,8 @@ def test_the_panels_show_the_drift_quality_and_business_the_engine_reports(wb: W
         labels = {request_id: [("malignant", "benign")[y] for y in data.y_test[i * 8:(i + 1) * 8]]
                   for i, request_id in enumerate(ids)}
         wb.feedback("tabular", labels)
-        view.state.refresh()
+        # NOTE: forced: the feed would otherwise reuse the sample it took a moment ago, before the traffic.
+        view.state.refresh(force=True)
         stats = wb.stats("tabular")
 
         assert "alert" in drift.status.object

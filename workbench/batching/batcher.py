@@ -432,7 +432,7 @@ class DynamicBatcher:
 
         NOTE: one batch taking every queued request leaves the other runners tiny batches, and the clients
         answered together come back together: closed loops lock into a few big batches and many of one
-        (text at 32 connections: 671 -> 1005 requests/s). Per runner, not per slot: a slot's second batch
+        (text at 32 connections: 671 -> 956 requests/s). Per runner, not per slot: a slot's second batch
         waits at its worker, and smaller batches only cost more round trips (tabular at 32 connections:
         7606 requests/s with shares per slot, 8983 per runner). Counted again as requests arrive: the
         clients of a batch just answered are on their way back.

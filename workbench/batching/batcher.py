@@ -75,6 +75,10 @@ _DEVIATION_SMOOTHING = 0.25
 _SPREAD = 2.0
 
 
+def _halfway(now_ns: int, deadline_ns: int) -> int:
+    return now_ns + (deadline_ns - now_ns) // 2
+
+
 class Overloaded(WorkbenchError):
     """The pipeline's queue is full, or too long to meet its latency target: refused at once (HTTP 429).
 
@@ -387,8 +391,11 @@ class DynamicBatcher:
                 if busy:
                     # NOTE: every runner has a batch running (the other slots' batches wait at the workers):
                     # this batch would wait behind them too, so it gathers for half a batch run at no cost,
-                    # even past its deadline, rather than leaving with whoever happens to be queued.
+                    # even past max_delay_ms (never past a request's own deadline), rather than leaving
+                    # with whoever happens to be queued.
                     deadline = max(deadline, first.pulled_ns + self._service_ns * runners / config.max_in_flight / 2)
+                    if first.deadline_ns is not None:
+                        deadline = min(deadline, _halfway(first.pulled_ns, first.deadline_ns))
                 while rows < self._limit(config):
                     now = time.perf_counter_ns()
                     remaining_ns = deadline - now
@@ -411,6 +418,10 @@ class DynamicBatcher:
                         break
                     batch.append(pending)
                     rows += pending.rows
+                    if busy and pending.deadline_ns is not None:
+                        # NOTE: gathering must not make a request miss its own deadline: it stops halfway
+                        # there, leaving the rest of the time for the dispatch.
+                        deadline = min(deadline, _halfway(pending.pulled_ns, pending.deadline_ns))
             self._forming = []
             if first.deadline_ns is not None or len(batch) > 1:
                 # NOTE: a request may have expired while waiting for a free slot.

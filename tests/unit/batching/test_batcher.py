@@ -269,3 +269,19 @@ async def test_a_request_past_its_deadline_is_not_run() -> None:
     assert run.sizes == [1]  # the expired request never reached the model
     assert (await batcher.submit(_request(3), timeout_s=5))["y"][0, 0] == 6
     await batcher.close()
+
+
+async def test_gathering_while_busy_never_makes_a_request_miss_its_deadline() -> None:
+    serial = Serial(delay_s=0.1)
+    batcher = DynamicBatcher("p", serial, BatchingConfig(max_batch_size=32, max_delay_ms=1, max_in_flight=2))
+    batcher.runners = 1
+    await batcher.submit(_request(0))  # NOTE: a batch measured: gathering while busy may hold 50 ms
+    running = asyncio.ensure_future(batcher.submit(_request(1)))
+    await asyncio.sleep(0.01)
+    # NOTE: the runner is busy for 90 ms more: this request gathers, but only until its 20 ms deadline,
+    # so it is dispatched (and waits at the runner) instead of expiring while it gathers.
+    answer = await batcher.submit(_request(2), timeout_s=0.02)
+    assert answer["y"][0, 0] == 4
+    await running
+    await batcher.close()
+    assert batcher.stats.expired_total == 0

@@ -129,37 +129,24 @@ class PipelineObserver:
 
     def request_done(self, timings_ms: Mapping[str, float]) -> None:
         self.completed += 1
-        durations, edges = self.durations, self._duration_edges
         for part, ms in timings_ms.items():
-            series = durations.get(part)
-            if series is None:
-                series = durations[part] = _Buckets(len(edges))
-            seconds = ms * 1e-3
-            series.counts[bisect_left(edges, seconds)] += 1
-            series.sum += seconds
+            self._observe(part, ms * 1e-3)
 
     def requests_done(self, shared_ms: Mapping[str, float], each_ms: Mapping[str, Sequence[float]],
                       count: int) -> None:
         self.completed += count
-        durations, edges = self.durations, self._duration_edges
         for part, ms in shared_ms.items():
-            series = durations.get(part)
-            if series is None:
-                series = durations[part] = _Buckets(len(edges))
-            seconds = ms * 1e-3
-            series.counts[bisect_left(edges, seconds)] += count
-            series.sum += seconds * count
+            self._observe(part, ms * 1e-3, count)
         for part, values in each_ms.items():
-            series = durations.get(part)
-            if series is None:
-                series = durations[part] = _Buckets(len(edges))
-            counts = series.counts
-            total = 0.0
             for ms in values:
-                seconds = ms * 1e-3
-                counts[bisect_left(edges, seconds)] += 1
-                total += seconds
-            series.sum += total
+                self._observe(part, ms * 1e-3)
+
+    def _observe(self, part: str, seconds: float, count: int = 1) -> None:
+        series = self.durations.get(part)
+        if series is None:
+            series = self.durations[part] = _Buckets(len(self._duration_edges))
+        series.counts[bisect_left(self._duration_edges, seconds)] += count
+        series.sum += seconds * count
 
     def request_failed(self, status_code: int, requests: int) -> None:
         self.failed[status_code] = self.failed.get(status_code, 0) + requests

@@ -45,6 +45,8 @@ ROWS = load_tabular_data().x_train[-32:]
 SENTENCES = topic_sentences("test")[0][:64]
 #: Sentences per text request: one full batch (``max_batch_size``), so batches never merge requests.
 BATCH = 8
+#: Requests queued ahead of the late ones in the deadline test.
+BACKLOG = 60
 
 
 # -- fixtures ---------------------------------------------------------------------------
@@ -122,12 +124,13 @@ async def test_a_request_whose_deadline_passes_in_the_queue_gets_504_and_is_not_
     late = text_request(["late"] * 3)  # NOTE: 3 rows: never merged with the 8-row requests ahead of it
     async with client(connections=64) as http:
         before = await _stats(http, served.url, "text")
-        backlog = [asyncio.ensure_future(post(http, url, _text(i))) for i in range(40)]
+        backlog = [asyncio.ensure_future(post(http, url, _text(i))) for i in range(BACKLOG)]
 
         async def queued() -> bool:
-            return (await _stats(http, served.url, "text"))["queue_depth"] >= 8
+            return (await _stats(http, served.url, "text"))["queue_depth"] >= 16
 
-        await _until(queued, what="a queue of 8 batches")
+        # NOTE: 16 batches of 8 rows queued take far longer than the late requests' 20 ms to drain.
+        await _until(queued, what="a queue of 16 batches")
         by_parameter = await post(http, url, {**late, "parameters": {"timeout_ms": 20}})
         by_header = await post(http, url, late, headers={"X-Request-Timeout-Ms": "20"})
         # NOTE: the server's own config object, which it reads for each request.
@@ -143,16 +146,15 @@ async def test_a_request_whose_deadline_passes_in_the_queue_gets_504_and_is_not_
         answers = await asyncio.wait_for(asyncio.gather(*backlog, patient), 240)
         after = await _stats(http, served.url, "text")
 
-    assert [a.status for a in answers] == [200] * 41, [a.body for a in answers if a.status != 200][:2]
+    assert [a.status for a in answers] == [200] * (BACKLOG + 1), [a.body for a in answers if a.status != 200][:2]
     for answer in (by_parameter, by_header, by_default):
         assert answer.status == 504, (answer.timings_ms, [a.status for a in (by_parameter, by_header, by_default)])
         assert "deadline passed" in answer.body["error"] and "it was not run" in answer.body["error"]
-    # NOTE: each 8-row request is one batch of its own: 41 requests ran in 41 batches, and the three late
-    # ones never reached a worker.
-    assert after["requests_total"] - before["requests_total"] == 41
-    assert after["batches_total"] - before["batches_total"] == 41
-    assert after["expired_total"] - before["expired_total"] == 3
-    assert after["errors_total"] - before["errors_total"] == 3
+    # NOTE: each 8-row request is one batch of its own: the backlog and the patient one ran in as many
+    # batches, and the three late ones never reached a worker.
+    delta = {k: after[k] - before[k] for k in ("requests_total", "batches_total", "expired_total", "errors_total")}
+    assert delta == {"requests_total": BACKLOG + 1, "batches_total": BACKLOG + 1, "expired_total": 3,
+                     "errors_total": 3}, (delta, after["batch_size"])
     assert after["admission"]["waiting_rows"] == 0
 
 

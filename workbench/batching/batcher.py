@@ -17,8 +17,9 @@ busy requests simply accumulate (waiting then costs nothing).
 Slots may outnumber the batches that really run at once (``runners``: the Dask
 backend sends two batches per worker thread, so that a worker never idles while
 an answer travels). When every runner has a batch, a new one would wait at a
-worker anyway: it keeps gathering for half a batch run, past its deadline if
-need be, instead of leaving with whoever is queued. And a batch takes at most an
+worker anyway: it keeps gathering for half a batch run, past ``max_delay_ms`` if
+need be (never past halfway to a request's own deadline), instead of leaving
+with whoever is queued. And a batch takes at most an
 equal share of the rows in the system (queued and in flight) per runner, so that
 the runners share a burst instead of one taking it all (``even_shares``).
 

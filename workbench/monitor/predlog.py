@@ -264,8 +264,11 @@ class PredictionLog:
                 if self.max_age_s is not None:
                     db.execute("DELETE FROM predictions WHERE time < ?", (time.time() - self.max_age_s,))
                 if self.max_rows is not None:
-                    db.execute("DELETE FROM predictions WHERE seq <= (SELECT seq FROM predictions ORDER BY seq DESC "
-                               "LIMIT 1 OFFSET ?)", (self.max_rows,))
+                    # NOTE: seq only grows and rows only leave from the oldest end, so the newest max_rows are
+                    # those above max(seq) - max_rows: one look at the end of the index, where an OFFSET
+                    # walked a million entries (0.15 s of CPU every retention_interval_s).
+                    db.execute("DELETE FROM predictions WHERE seq <= (SELECT max(seq) FROM predictions) - ?",
+                               (self.max_rows,))
                 db.execute("DELETE FROM labels WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE "
                            "p.pipeline = labels.pipeline AND p.request_id = labels.request_id)")
         except sqlite3.Error:

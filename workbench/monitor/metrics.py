@@ -128,9 +128,8 @@ class PipelineObserver:
         self.stage_events: dict[str, dict[str, int]] = {}
 
     def request_done(self, timings_ms: Mapping[str, float]) -> None:
-        self.completed += 1
-        for part, ms in timings_ms.items():
-            self._observe(part, ms * 1e-3)
+        """One request's timings (a batch of one)."""
+        self.requests_done({}, {part: (ms,) for part, ms in timings_ms.items()}, 1)
 
     def requests_done(self, shared_ms: Mapping[str, float], each_ms: Mapping[str, Sequence[float]],
                       count: int) -> None:

@@ -127,7 +127,6 @@ class StatsObserver(Protocol):
     Durations are in the units of the records: request timings in ms, batch run time in s.
     """
 
-    def request_done(self, timings_ms: Mapping[str, float]) -> None: ...
     def requests_done(self, shared_ms: Mapping[str, float], each_ms: Mapping[str, Sequence[float]],
                       count: int) -> None: ...
     def request_failed(self, status_code: int, requests: int) -> None: ...
@@ -170,13 +169,8 @@ class BatcherStats:
         self.counts: dict[str, dict[str, int]] = {}
 
     def record_request(self, timings_ms: Mapping[str, float]) -> None:
-        if self.observer is not None:
-            self.observer.request_done(timings_ms)
-        self.requests_total += 1
-        self.latency_ms.add(timings_ms["total"])
-        for key, value in timings_ms.items():
-            if key != "total":
-                self._window(key).add(value)
+        """The timings of one request (``total`` among them)."""
+        self.record_requests({}, {key: (value,) for key, value in timings_ms.items()})
 
     def record_requests(self, shared_ms: Mapping[str, float], each_ms: Mapping[str, Sequence[float]]) -> None:
         """The timings of the requests of one batch, at once: ``shared_ms`` alike for all of them (the

@@ -387,7 +387,7 @@ class DynamicBatcher:
             if config.mode != "realtime":
                 free_slots = max(config.max_in_flight - len(self._in_flight), 1)
                 deadline = first.enqueued_ns + config.max_delay_ms * 1e6
-                runners = min(self.runners or config.max_in_flight, config.max_in_flight)
+                runners = self._runners(config)
                 busy = len(self._in_flight) >= runners and self._service_ns > 0
                 if busy:
                     # NOTE: every runner has a batch running (the other slots' batches wait at the workers):
@@ -451,9 +451,12 @@ class DynamicBatcher:
         """
         if not self.even_shares:
             return config.max_batch_size
-        runners = min(self.runners or config.max_in_flight, config.max_in_flight)
-        share = -(-(self._waiting_rows + self._in_flight_rows) // runners)
+        share = -(-(self._waiting_rows + self._in_flight_rows) // self._runners(config))
         return max(1, min(config.max_batch_size, share))
+
+    def _runners(self, config: BatchingConfig) -> int:
+        """Batches that run at once: the workers' threads, never more than the slots."""
+        return min(self.runners or config.max_in_flight, config.max_in_flight)
 
     def _finished(self, rows: int, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)

@@ -152,9 +152,13 @@ class TensorSpec:
             raise InvalidInput(f"tensor {self.name!r}: empty batch", self.name)
         if self.shape is None:
             return
-        if array.ndim != len(self.shape) or any(
-            want != -1 and have != want for have, want in zip(array.shape, self.shape)
-        ):
+        fits = array.ndim == len(self.shape)
+        if fits:
+            for have, want in zip(array.shape, self.shape):  # a loop, not any(...): no generator on every request
+                if want != -1 and have != want:
+                    fits = False
+                    break
+        if not fits:
             raise InvalidInput(
                 f"tensor {self.name!r}: shape {list(array.shape)} where {list(self.shape)} is expected",
                 self.name,
@@ -168,7 +172,12 @@ class TensorSpec:
                 f"tensor {self.name!r}: dtype {_dtype_name(array.dtype)} where text (str) is expected", self.name
             )
         out = array if array.dtype.kind == "O" else array.astype(object)
-        flat = out.reshape(-1)
+        flat = out if out.ndim == 1 else out.reshape(-1)
+        for item in flat:
+            if type(item) is not str:
+                break
+        else:
+            return out  # the common case, checked with the fewest steps
         copied = False
         for i, item in enumerate(flat):
             if isinstance(item, str):

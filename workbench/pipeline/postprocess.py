@@ -84,11 +84,15 @@ class LabelMap(_ScoreStage):
             if x.size and (x.min() < 0 or x.max() >= len(self.labels)):
                 raise ValueError(f"class index out of range 0..{len(self.labels) - 1}")
             return (self._lookup[x],)
-        index = x.argmax(axis=1)
-        labels = self._lookup[index]
-        if len(self.outputs) == 1:
-            return (labels,)
-        return labels, x[np.arange(x.shape[0]), index]
+        if len(x) == 1:
+            # NOTE: one row (a real-time request): scalar steps take half the time of the batch path right after
+            # a model run, when the interpreter's and numpy's caches are cold.
+            best = int(x[0].argmax())
+            labels, confidence = self._lookup[best:best + 1].copy(), x[0, best:best + 1]
+        else:
+            index = x.argmax(axis=1)
+            labels, confidence = self._lookup.take(index), x[np.arange(len(x)), index]
+        return (labels,) if len(self.outputs) == 1 else (labels, confidence)
 
     def params(self) -> dict[str, Any]:
         return {"labels": self.labels}

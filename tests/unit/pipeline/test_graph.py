@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 
@@ -133,6 +135,9 @@ def test_request_checks_name_the_tensor() -> None:
         pipeline.predict({"x": X})
     with pytest.raises(InvalidInput, match="unknown input tensor 'z'"):
         pipeline.predict({**ok, "z": X})
+    with pytest.raises(InvalidInput, match="unknown input tensor 'z'"):  # as many names as expected, one wrong
+        pipeline.predict({"x": X, "z": X})
+    assert pipeline.predict(types.MappingProxyType(ok))["sum"].shape == (3, 2)  # any mapping, not only a dict
     with pytest.raises(InvalidInput, match="tensor 'y': batch of 2 where the other inputs have 3"):
         pipeline.predict({"x": X, "y": np.zeros((2, 2), dtype=np.float32)})
     with pytest.raises(InvalidInput, match="tensor 'y': contains NaN"):

@@ -39,6 +39,17 @@ def test_labelmap_with_one_output_gives_only_labels():
     assert results[0].tolist() == ["dog", "cat", "bird"]
 
 
+def test_labelmap_one_row_gives_what_the_batch_gives_without_sharing_its_lookup():
+    stage = LabelMap("p", ["label", "confidence"], labels=["cat", "dog", "bird"])
+    batch = stage.run(SCORES)
+    for row in range(len(SCORES)):
+        labels, confidence = stage.run(SCORES[row:row + 1])
+        assert labels.dtype == object and labels.tolist() == [batch[0][row]]
+        assert confidence.dtype == np.float32 and confidence.tolist() == [batch[1][row]]
+    labels[0] = "changed by the caller"
+    assert stage.run(SCORES[2:3])[0].tolist() == ["bird"]
+
+
 def test_labelmap_takes_the_first_of_tied_scores():
     stage = LabelMap("p", "label", labels=["a", "b", "c"])
     assert stage.run(np.array([[0.4, 0.4, 0.2]], dtype=np.float32))[0].tolist() == ["a"]

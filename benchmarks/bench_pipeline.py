@@ -11,7 +11,10 @@ The two paths take turns of 16 calls (``--turn``), so drift on a shared machine 
 alike while each path runs its requests back to back, as a serving process does (``--turn 1``
 alternates call by call: each call then starts from the caches the other path left, which
 costs the pipeline's Python stages a little more than the raw runs; 0.927 against 0.935 in one run).
-``--encoder-only`` also prints the text ratio against the encoder's session alone.
+``--encoder-only`` also prints the text ratio against the encoder's session alone; ``--hand-written``
+prints, in place of the pipeline, a loop that calls the tokenizer and the sessions directly (no
+validation, no labels, no stage bookkeeping): the floor for any code that tokenises, so the text
+ratio splits into what tokenising costs and what the pipeline adds.
 
 Run: ``make bench`` or ``python benchmarks/bench_pipeline.py [--seconds S]``.
 """
@@ -75,10 +78,30 @@ def _raw_call(pipeline: Pipeline, request: dict[str, np.ndarray], only: str | No
     return run
 
 
+def _hand_written_call(pipeline: Pipeline, request: dict[str, np.ndarray]) -> Callable[[], object]:
+    """The tokenizer stage and the sessions called directly on ``request``: what the pipeline does, minus itself."""
+    tokenize = pipeline.stage("tokenize")
+    encoder, head = pipeline.inference_stages
+    assert encoder.loaded is not None and head.loaded is not None
+    sessions = [(s.loaded.session, [o.name for o in s.loaded.signature.outputs],
+                 [i.name for i in s.loaded.signature.inputs]) for s in (encoder, head)]
+    text = request["text"]
+
+    def run() -> object:
+        arrays = tokenize.run(text)
+        for session, outputs, inputs in sessions:
+            arrays = session.run(outputs, dict(zip(inputs, arrays)))
+        return arrays
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per path and case")
     parser.add_argument("--encoder-only", action="store_true", help="also compare text with the encoder alone")
+    parser.add_argument("--hand-written", action="store_true",
+                        help="also compare text called by hand (tokenizer + sessions, no pipeline) with raw")
     parser.add_argument("--turn", type=int, default=_TURN,
                         help="calls of one path before the other takes its turn (1: call by call)")
     args = parser.parse_args()
@@ -100,6 +123,8 @@ def main() -> None:
         ("tabular", tabular, tabular_requests, None), ("text", text, text_requests, None)]
     if args.encoder_only:
         cases.append(("text, raw = encoder only", text, text_requests, "encoder"))
+    if args.hand_written:
+        cases.append(("text, by hand", text, text_requests, "by hand"))
     print(f"# machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
           f"onnxruntime {ort.__version__}, providers {text.inference_stages[0].provider}")
     print(f"# about {args.seconds:g} s per path and case, turns of {args.turn} calls, "
@@ -108,9 +133,11 @@ def main() -> None:
     for name, pipeline, make, only in cases:
         for batch in (1, 32):
             requests = make(batch)
-            piped = [functools.partial(pipeline.predict, r) for r in requests]
-            raw_rate, piped_rate = _compare([_raw_call(pipeline, r, only) for r in requests], piped, batch,
-                                            args.seconds, args.turn)
+            by_hand = only == "by hand"
+            piped = [_hand_written_call(pipeline, r) if by_hand else functools.partial(pipeline.predict, r)
+                     for r in requests]
+            raw = [_raw_call(pipeline, r, None if by_hand else only) for r in requests]
+            raw_rate, piped_rate = _compare(raw, piped, batch, args.seconds, args.turn)
             print(f"{name:<8} {batch:>5} {raw_rate:>12.0f} {piped_rate:>17.0f} {piped_rate / raw_rate:>6.3f}")
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ costs the pipeline's Python stages a little more than the raw runs; 0.927 agains
 ``--encoder-only`` also prints the text ratio against the encoder's session alone; ``--hand-written``
 prints, in place of the pipeline, a loop that calls the tokenizer and the sessions directly (no
 validation, no labels, no stage bookkeeping): the floor for any code that tokenises, so the text
-ratio splits into what tokenising costs and what the pipeline adds.
+ratio splits into what tokenising costs and what the pipeline adds. ``--text-variant int8`` runs the
+text pipeline on the quantised encoder.
 
 Run: ``make bench`` or ``python benchmarks/bench_pipeline.py [--seconds S]``.
 """
@@ -102,6 +103,8 @@ def main() -> None:
     parser.add_argument("--encoder-only", action="store_true", help="also compare text with the encoder alone")
     parser.add_argument("--hand-written", action="store_true",
                         help="also compare text called by hand (tokenizer + sessions, no pipeline) with raw")
+    parser.add_argument("--text-variant", default=None,
+                        help="the encoder variant of the text pipeline (default: the demo's, fp32)")
     parser.add_argument("--turn", type=int, default=_TURN,
                         help="calls of one path before the other takes its turn (1: call by call)")
     args = parser.parse_args()
@@ -109,6 +112,8 @@ def main() -> None:
     build_demo_models(log=lambda _: None)
     tabular = demo_pipeline("tabular")
     text = demo_pipeline("text")
+    if args.text_variant:
+        text = text.with_variant(args.text_variant, "encoder")
     rows = load_tabular_data().x_test
     sentences, _ = topic_sentences("test")
 

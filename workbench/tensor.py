@@ -152,17 +152,15 @@ class TensorSpec:
             raise InvalidInput(f"tensor {self.name!r}: empty batch", self.name)
         if self.shape is None:
             return
-        fits = array.ndim == len(self.shape)
-        if fits:
+        if array.ndim == len(self.shape):
             for have, want in zip(array.shape, self.shape):  # a loop, not any(...): no generator on every request
                 if want != -1 and have != want:
-                    fits = False
                     break
-        if not fits:
-            raise InvalidInput(
-                f"tensor {self.name!r}: shape {list(array.shape)} where {list(self.shape)} is expected",
-                self.name,
-            )
+            else:
+                return
+        raise InvalidInput(
+            f"tensor {self.name!r}: shape {list(array.shape)} where {list(self.shape)} is expected", self.name
+        )
 
     def _validate_text(self, array: np.ndarray) -> np.ndarray:
         if array.dtype.kind == "U":
@@ -173,11 +171,6 @@ class TensorSpec:
             )
         out = array if array.dtype.kind == "O" else array.astype(object)
         flat = out if out.ndim == 1 else out.reshape(-1)
-        for item in flat:
-            if type(item) is not str:
-                break
-        else:
-            return out  # the common case, checked with the fewest steps
         copied = False
         for i, item in enumerate(flat):
             if isinstance(item, str):

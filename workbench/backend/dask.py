@@ -157,7 +157,7 @@ class DaskBackend:
         """Make every worker build ``pipeline`` (the given generation); return the runner for it."""
         if placement not in ("fused", "by-resource"):
             raise WorkbenchError(f"placement must be 'fused' or 'by-resource', not {placement!r}", 400)
-        plugin = DeploymentPlugin(name, generation, pipeline.to_dict())
+        plugin = DeploymentPlugin(name, generation, pipeline.to_dict(), instances=pipeline.instances)
         try:
             replies = await self.client.register_plugin(plugin, name=plugin.name)
         except BaseException:
@@ -169,7 +169,7 @@ class DaskBackend:
         workers = await self.refresh_workers()
         for address in replies:
             info = workers.get(address, {})
-            self.pool.add((name, generation), address, resources=info.get("resources"), nthreads=info.get("nthreads"))
+            self.pool.add((name, generation), address, resources=info.get("resources"), nthreads=pipeline.instances)
         return self.runner(name, generation, pipeline, placement)
 
     async def attach(self, name: str, generation: int, pipeline: Pipeline, placement: str = "fused") -> DaskRunner:

@@ -9,6 +9,14 @@ on the worker's address (about 1 ms). ``Worker.handlers`` is not a public Dask
 API; the Dask range it was tested with is pinned in ``pyproject.toml`` and
 covered by the integration tests.
 
+Each deployment runs in lanes of its own on each worker (Triton's instance
+groups): ``instances`` threads that only its batches use, so a batch of one
+pipeline never waits behind another's on the worker's own thread. The worker's
+share of the cores for ONNX Runtime (``WORKBENCH_INTRA_OP_THREADS``, or every
+core) is divided between a deployment's lanes, so its lanes together do not
+oversubscribe the cores. The time a batch waits for a free lane comes back as
+its ``worker_queue`` timing, apart from the wire (``transfer``).
+
 Workers announce what they hold on the :data:`EVENTS_TOPIC` event topic, so
 the serving process learns about new workers without polling.
 """
@@ -17,17 +25,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from distributed import Worker, WorkerPlugin
 
 from workbench.backend.wire import decode_tensors, encode_error, encode_tensors
+from workbench.config import WorkbenchSettings
+from workbench.models.repository import ModelRepository
 from workbench.monitor.pycosts import mitigate_as_configured, process_costs
 from workbench.pipeline.graph import Pipeline, Prediction, Segment
 
-__all__ = ["EVENTS_TOPIC", "HANDLER", "DeploymentPlugin", "plugin_name", "python_costs"]
+__all__ = ["EVENTS_TOPIC", "HANDLER", "DeploymentPlugin", "lane_threads", "plugin_name", "python_costs"]
 
 #: Dask event topic on which workers announce deployments they are ready to run (or dropped).
 EVENTS_TOPIC = "workbench"
@@ -52,19 +66,26 @@ class DeploymentPlugin(WorkerPlugin):
     spec
         The pipeline in file form (:meth:`Pipeline.to_dict`), with an absolute repository path
         that the worker can read (same machine or a shared filesystem).
+    instances
+        Lanes on each worker: threads that run only this deployment's batches.
     """
 
-    def __init__(self, deployment: str, generation: int, spec: dict[str, Any]) -> None:
+    def __init__(self, deployment: str, generation: int, spec: dict[str, Any], instances: int = 1) -> None:
+        if not (isinstance(instances, int) and instances >= 1):
+            raise ValueError("instances must be an integer >= 1")
         self.deployment = deployment
         self.generation = generation
         self.spec = spec
+        self.instances = instances
         self.name = plugin_name(deployment, generation)
         self.pipeline: Pipeline | None = None
         self.segments: list[Segment] = []
+        self.lanes: ThreadPoolExecutor | None = None
 
     async def setup(self, worker: Worker) -> None:
         install_handler(worker)
         began = time.perf_counter()
+        self.lanes = ThreadPoolExecutor(self.instances, thread_name_prefix=f"lane-{self.deployment}")
         # NOTE: creating sessions holds the GIL for a while; a thread keeps the worker's
         # event loop (heartbeats, other deployments' batches) turning meanwhile.
         self.pipeline = await asyncio.get_running_loop().run_in_executor(None, self._build)
@@ -79,10 +100,16 @@ class DeploymentPlugin(WorkerPlugin):
         })
 
     def _build(self) -> Pipeline:
-        return Pipeline.from_dict(self.spec)
+        root = self.spec.get("repository")
+        if root is None:
+            return Pipeline.from_dict(self.spec)
+        return Pipeline.from_dict(self.spec, repository=_repository(root, lane_threads(self.instances)))
 
     def teardown(self, worker: Worker) -> None:
         self.pipeline = None
+        if self.lanes is not None:
+            # NOTE: a batch running now finishes (its reply still goes out); nothing new starts on these lanes.
+            self.lanes.shutdown(wait=False)
         worker.log_event(EVENTS_TOPIC, {"event": "gone", **self.describe(worker)})
 
     def describe(self, worker: Worker) -> dict[str, Any]:
@@ -90,9 +117,29 @@ class DeploymentPlugin(WorkerPlugin):
         providers = {s.name: s.provider for s in self.pipeline.inference_stages} if self.pipeline else {}
         return {
             "deployment": self.deployment, "generation": self.generation, "worker": worker.address,
-            "resources": dict(worker.state.total_resources), "nthreads": worker.state.nthreads,
-            "providers": providers,
+            "resources": dict(worker.state.total_resources), "nthreads": self.instances,
+            "providers": providers, "intra_op_threads": lane_threads(self.instances),
         }
+
+
+def lane_threads(instances: int) -> int:
+    """ONNX Runtime intra-op threads per lane: the worker's share of the cores, divided between the lanes."""
+    share = WorkbenchSettings().intra_op_threads or os.cpu_count() or 1
+    return max(1, share // instances)
+
+
+#: One repository per (root, threads per session) in this worker: deployments whose lanes get the same
+#: threads share their sessions (the search and text demos share one MiniLM encoder).
+_REPOSITORIES: dict[tuple[str, int], ModelRepository] = {}
+
+
+def _repository(root: str | Path, intra_op_threads: int) -> ModelRepository:
+    key = (str(root), intra_op_threads)
+    repository = _REPOSITORIES.get(key)
+    if repository is None:
+        config = replace(WorkbenchSettings().session_config(), intra_op_threads=intra_op_threads)
+        repository = _REPOSITORIES[key] = ModelRepository(root, session_config=config)
+    return repository
 
 def _dask_gil_monitor(worker: Worker) -> bool:
     return bool(getattr(worker.monitor, "monitor_gil_contention", False))
@@ -124,20 +171,37 @@ async def _run_batch(worker: Worker, deployment: str, generation: int, segment: 
     not hold that generation (the caller then tries another worker).
     """
     plugin = worker.plugins.get(plugin_name(deployment, generation))
-    # NOTE: hold the pipeline itself: a teardown (swap, scale-down) during the batch must not pull it away.
+    # NOTE: hold the pipeline and its lanes themselves: a teardown (swap, scale-down) during the batch must
+    # not pull them away.
     pipeline = plugin.pipeline if isinstance(plugin, DeploymentPlugin) else None
-    if pipeline is None:
+    lanes = plugin.lanes if isinstance(plugin, DeploymentPlugin) else None
+    if pipeline is None or lanes is None:
         return {"missing": True}
     assert isinstance(plugin, DeploymentPlugin)
     run: Callable[[dict[str, Any]], Prediction] = (
         pipeline.execute if segment is None else functools.partial(pipeline.execute_segment, plugin.segments[segment]))
     try:
         arrays = decode_tensors(tensors)
-        prediction = await asyncio.get_running_loop().run_in_executor(worker.executors["default"], run, arrays)
+        arrived = time.perf_counter_ns()
+        try:
+            running = asyncio.get_running_loop().run_in_executor(lanes, _timed, run, arrays)
+        except RuntimeError:  # NOTE: the lanes were shut down after the look-up: another worker takes it
+            return {"missing": True}
+        prediction, started = await running
     except Exception as exc:  # the batch's own failure: the caller's requests get it, the worker goes on
         return {"error": encode_error(exc)}
-    reply = {"outputs": encode_tensors(prediction.outputs), "timings": prediction.timings_ms}
+    timings = prediction.timings_ms
+    # NOTE: the wait for a free lane of this deployment, apart from the wire: the caller counts the rest of the
+    # round trip outside the stages as transfer.
+    timings["worker_queue"] = (started - arrived) / 1e6
+    reply = {"outputs": encode_tensors(prediction.outputs), "timings": timings}
     if prediction.counters:
         # NOTE: counts of the batch (cache hits, ...) ride back with it: a few numbers, no extra round trip.
         reply["counters"] = prediction.counters
     return reply
+
+
+def _timed(run: Callable[[dict[str, Any]], Prediction], arrays: dict[str, Any]) -> tuple[Prediction, int]:
+    """Run a batch on a lane, and say when the lane started it."""
+    started = time.perf_counter_ns()
+    return run(arrays), started

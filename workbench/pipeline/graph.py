@@ -87,6 +87,10 @@ class Pipeline:
     business
         Outputs watched as business signals once deployed (a label, a risk bucket, a
         score above a threshold; see :mod:`workbench.pipeline.signals`), checked here.
+    instances
+        Lanes per Dask worker: threads that run only this pipeline's batches there (Triton's
+        instance groups), so it never queues behind another pipeline; ``instances`` batches
+        of it run at once on each worker, and share the worker's cores for ONNX Runtime.
 
     Examples
     --------
@@ -112,9 +116,13 @@ class Pipeline:
         load: bool = True,
         description: str = "",
         business: Sequence[BusinessSignal] = (),
+        instances: int = 1,
     ) -> None:
+        if not (isinstance(instances, int) and not isinstance(instances, bool) and instances >= 1):
+            raise PipelineWiringError(f"pipeline {name!r}: instances must be an integer >= 1, not {instances!r}")
         self.name = name
         self.description = description
+        self.instances = instances
         if isinstance(repository, (str, Path)):
             repository = ModelRepository(repository)
         self.repository = repository
@@ -184,7 +192,7 @@ class Pipeline:
         stages = [s.with_variant(variant) if s is target else _unbound_copy(s) for s in self.stages]
         return Pipeline(self.name, list(self.input_specs.values()), stages, outputs=self.output_names,
                         repository=self.repository, load=self.loaded if load is None else load,
-                        description=self.description, business=self.business)
+                        description=self.description, business=self.business, instances=self.instances)
 
     def _variant_stage(self, variant: str, stage: str | None) -> OnnxStage:
         candidates = self.inference_stages if stage is None else [self.stage(stage)]

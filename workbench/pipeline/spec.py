@@ -91,7 +91,8 @@ def pipeline_from_dict(
 
     if not isinstance(data, Mapping):
         raise SpecError("a pipeline file must hold a mapping")
-    unknown = set(data) - {"name", "description", "repository", "inputs", "stages", "outputs", "business"}
+    unknown = set(data) - {"name", "description", "repository", "inputs", "stages", "outputs", "business",
+                          "instances"}
     if unknown:
         raise SpecError(f"unknown pipeline keys {sorted(unknown)}")
     for key in ("name", "inputs", "stages"):
@@ -107,7 +108,7 @@ def pipeline_from_dict(
     stages = [stage_from_dict(s) for s in data["stages"]]
     return Pipeline(str(data["name"]), inputs, stages, outputs=data.get("outputs"), repository=repository,
                     load=load, description=str(data.get("description", "")),
-                    business=signals_from_data(data.get("business")))
+                    business=signals_from_data(data.get("business")), instances=data.get("instances", 1))
 
 
 def pipeline_to_dict(pipeline: Pipeline, *, relative_to: Path | None = None) -> dict[str, Any]:
@@ -125,6 +126,8 @@ def pipeline_to_dict(pipeline: Pipeline, *, relative_to: Path | None = None) -> 
     data["outputs"] = list(pipeline.output_names)
     if pipeline.business:
         data["business"] = [signal.to_dict() for signal in pipeline.business]
+    if pipeline.instances != 1:
+        data["instances"] = pipeline.instances
     return data
 
 

@@ -9,7 +9,7 @@ EXTRAS ?= demo,dev,jupyter
 export WORKBENCH_HOME ?= $(CURDIR)/.workbench
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install models browser demo test bench lint clean
+.PHONY: install models browser demo test bench peers lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,23 @@ test: models browser
 
 bench: models
 	$(BIN)/python benchmarks/bench_pipeline.py
+
+# The peers benchmarks/peers/bench_peers.py compares the workbench with, each in a virtualenv of its own (git-ignored;
+# never needed by `make test`): MLServer 1.7.1 (its model loading breaks on uvloop 0.23) and Ray Serve 2.60, both
+# on ONNX Runtime's CPU build. matplotlib (the latency plot) goes into Ray's, as .venv has none.
+PEERS := benchmarks/peers
+PEER_ORT ?= onnxruntime==1.31.1
+
+peers: models
+	@test -x $(PEERS)/.venv-mlserver/bin/mlserver || { $(PYTHON) -m venv $(PEERS)/.venv-mlserver \
+		&& $(PEERS)/.venv-mlserver/bin/python -m pip install --quiet --upgrade pip \
+		&& $(PEERS)/.venv-mlserver/bin/python -m pip install --quiet "mlserver==1.7.1" "uvloop==0.21.0" \
+		   "$(PEER_ORT)" tokenizers; } || { rm -rf $(PEERS)/.venv-mlserver; exit 1; }
+	@test -x $(PEERS)/.venv-ray/bin/serve || { $(PYTHON) -m venv $(PEERS)/.venv-ray \
+		&& $(PEERS)/.venv-ray/bin/python -m pip install --quiet --upgrade pip \
+		&& $(PEERS)/.venv-ray/bin/python -m pip install --quiet "ray[serve]==2.60.*" "$(PEER_ORT)" tokenizers \
+		   matplotlib; } || { rm -rf $(PEERS)/.venv-ray; exit 1; }
+	@echo "peers ready: $(PEERS)/.venv-mlserver, $(PEERS)/.venv-ray (run: $(BIN)/python $(PEERS)/bench_peers.py)"
 
 lint: install
 	$(BIN)/ruff check workbench tests benchmarks

@@ -1,12 +1,18 @@
-"""HTTP load test of ``workbench serve`` on loopback, beside the ceiling of its HTTP stack and raw ONNX Runtime.
+"""HTTP load test of ``workbench serve`` on loopback, beside the ceiling of its HTTP stack, a naive server and raw ORT.
 
 Started in the same run, one uvicorn process each, with the same uvicorn settings
 (:func:`workbench.serving.server.uvicorn_config`):
 
 - ``workbench serve tabular text embed`` (a LocalCluster of its own by default;
   ``--inprocess`` or ``--workers N``);
-- a bare FastAPI app on the same stack whose infer route parses the same JSON body
-  and returns a fixed answer: the most requests/s this stack gives on this machine.
+- a bare Starlette app whose infer route parses the same JSON body (``orjson.loads``, a check
+  that it has ``inputs``) and returns a fixed V2 answer: the most requests/s this stack gives
+  on this machine, the ceiling every tabular figure is divided by (FastAPI's routing alone
+  would halve it);
+- a naive FastAPI server, what one writes without a serving framework: each request's V2 JSON
+  parsed into a numpy array, the tabular pipeline's pre-processing in numpy and one
+  ``InferenceSession.run`` of the same model file per request, on the event loop, a V2 JSON
+  answer (``benchmarks/peers/peer_models.py``, parameters read from the pipeline file).
 
 In this process: raw ``InferenceSession.run`` of the pipelines' models on inputs prepared
 beforehand (tokenised; imputed and scaled), at the best batch size and the better of two
@@ -22,14 +28,22 @@ float32 array, as a client must; the in-process cost of encoding plus decoding o
 answer is printed too. Each row also gives the CPU time the server (and its Dask
 workers) spent per request, the figure least disturbed by other work on the machine.
 
-Goals: tabular >= 0.5x the bare stack's requests/s (32 connections); text >= 0.9x the raw
-ORT items/s (one sentence per request; at 32 connections, and at 128, which saturate the
-workers); binary embedding outputs faster than JSON. Every figure is measured once per
-round and the rounds alternate the order of the sides compared, so drift on a shared
-machine hits both alike; ratios are taken within a round.
+Isolation: tabular at a light load (``--light`` connections, one row per request) alone, then
+the same while a second load generator (a process of its own, the asyncio client) saturates
+the text pipeline of the same server (``--heavy`` connections, one sentence per request); the
+heavy load starts first and ends after the light one. The figure is tabular's p99 with text
+saturated over its p99 alone, both measured in the same round.
+
+Goals: tabular >= 0.6x the Starlette ceiling's requests/s (32 connections); tabular's p50 at
+one connection <= 3x the ceiling's; tabular's p99 beside saturated text <= 2x its p99 alone;
+text >= 0.9x the raw ORT items/s at 128 connections (one sentence per request: that saturates
+the workers; 32 connections are printed too); binary embedding outputs faster than JSON.
+Every figure is measured once per round and the rounds alternate the order of the sides
+compared, so drift on a shared machine hits both alike; ratios are taken within a round.
 
 Run: ``python benchmarks/bench_http.py [--seconds S] [--rounds R] [--inprocess | --workers N]
-[--client auto|wrk|python] [--embed-texts N]``.
+[--client auto|wrk|python] [--embed-texts N] [--light C] [--heavy C]``. The peers (MLServer,
+Ray Serve) are compared in ``benchmarks/peers/bench_peers.py`` (their virtualenvs: ``make peers``).
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import json
 import os
 import platform
 import re
@@ -47,12 +62,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import timeit
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +78,14 @@ import orjson
 import psutil
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import ORJSONResponse
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from workbench.serving.server import uvicorn_config
 
 HOST = "127.0.0.1"
 INFER = "/v2/models/{}/infer"
+BENCHMARKS = Path(__file__).resolve().parent
 #: What the bare endpoint answers (a tabular answer of the same size as the real one).
 _FIXED_ANSWER = orjson.dumps({
     "model_name": "tabular", "model_version": "gbt", "id": "0" * 32,
@@ -76,25 +94,90 @@ _FIXED_ANSWER = orjson.dumps({
                 {"name": "risk_bucket", "datatype": "BYTES", "shape": [1], "data": ["low"]},
                 {"name": "probabilities", "datatype": "FP32", "shape": [1, 2], "data": [0.00023764, 0.99976236]}],
 })
+_NO_INPUTS = orjson.dumps({"error": "the request needs a non-empty 'inputs' list"})
+_READY = orjson.dumps({"ready": True})
 
 
-# -- the bare endpoint (run in its own process with --bare-server) -------------------------
+# -- the baseline servers (each run in its own process: --bare-server, --naive-server) ----------
 def bare_server(port: int) -> None:
-    """FastAPI + uvicorn with the server's settings: parse the body, answer a fixed V2 body."""
-    app = FastAPI(default_response_class=ORJSONResponse)
+    """Starlette + uvicorn with the server's settings: parse the body, answer a fixed V2 body."""
 
-    @app.post("/v2/models/{name}/infer")
-    async def infer(request: Request, name: str) -> Response:
+    async def infer(request: Any) -> Response:
         body = orjson.loads(await request.body())
         if not isinstance(body, dict) or not body.get("inputs"):
-            return ORJSONResponse({"error": "the request needs a non-empty 'inputs' list"}, status_code=400)
+            return Response(_NO_INPUTS, status_code=400, media_type="application/json")
         return Response(_FIXED_ANSWER, media_type="application/json")
+
+    async def ready(request: Any) -> Response:
+        return Response(_READY, media_type="application/json")
+
+    app = Starlette(routes=[Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+                            Route("/v2/health/ready", ready)])
+    uvicorn.Server(uvicorn_config(app, HOST, port)).run()
+
+
+def naive_server(port: int, spec_file: Path) -> None:
+    """FastAPI + uvicorn with the server's settings, one model run per request, no batching."""
+    sys.path.insert(0, str(BENCHMARKS / "peers"))
+    from peer_models import Tabular, Text, v2_outputs
+
+    spec = json.loads(spec_file.read_text())
+    models: dict[str, Any] = {"tabular": Tabular(spec["tabular"]), "text": Text(spec["text"])}
+    app = FastAPI()
+
+    @app.post("/v2/models/{name}/infer")
+    async def infer(name: str, request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        if name not in models:
+            return Response(orjson.dumps({"error": f"no model {name!r}"}), 404, media_type="application/json")
+        first = body["inputs"][0]
+        if name == "tabular":
+            outputs = models[name].predict(np.asarray(first["data"], dtype=np.float32).reshape(first["shape"]))
+        else:
+            outputs = models[name].predict(first["data"])
+        answer = {"model_name": name, "outputs": v2_outputs(outputs)}
+        return Response(orjson.dumps(answer), media_type="application/json")
 
     @app.get("/v2/health/ready")
     async def ready() -> dict[str, bool]:
         return {"ready": True}
 
     uvicorn.Server(uvicorn_config(app, HOST, port)).run()
+
+
+def baseline_spec() -> dict[str, Any]:
+    """The model files and parameters of the workbench's tabular and text pipelines, for ``peer_models``.
+
+    Read from the pipeline files (``$WORKBENCH_HOME/pipelines``) and their model repository.
+    """
+    import yaml
+
+    from workbench.demo import demo_pipeline_path
+    from workbench.models import ModelRepository
+
+    def load(name: str) -> tuple[ModelRepository, dict[str, dict[str, Any]]]:
+        path = demo_pipeline_path(name)
+        document = yaml.safe_load(path.read_text())
+        repository = ModelRepository((path.parent / document["repository"]).resolve())
+        return repository, {stage["name"]: stage for stage in document["stages"]}
+
+    repository, stages = load("tabular")
+    tabular = {
+        "model": str(repository.path(stages["model"]["model"], stages["model"]["variant"])),
+        "impute": stages["impute"]["values"], "lower": stages["clip"]["lower"], "upper": stages["clip"]["upper"],
+        "mean": stages["standardize"]["mean"], "scale": stages["standardize"]["scale"],
+        "labels": stages["label"]["labels"], "edges": stages["risk"]["edges"], "buckets": stages["risk"]["labels"],
+        "bucket_column": stages["risk"].get("column", 0),
+    }
+    repository, stages = load("text")
+    text = {
+        "tokenizer": str(repository.asset(stages["tokenize"]["tokenizer"])),
+        "max_length": stages["tokenize"].get("max_length", 256),
+        "encoder": str(repository.path(stages["encoder"]["model"], stages["encoder"]["variant"])),
+        "head": str(repository.path(stages["head"]["model"], stages["head"]["variant"])),
+        "labels": stages["label"]["labels"],
+    }
+    return {"tabular": tabular, "text": text}
 
 
 # -- processes ----------------------------------------------------------------------------
@@ -106,30 +189,40 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _process(command: list[str], port: int, log: Path, ready_s: float = 180.0) -> Iterator[int]:
-    """Run a server until the block ends; wait for ``/v2/health/ready`` first. Yields its process id."""
+def _process(command: list[str], port: int, log: Path, ready_s: float = 180.0,
+             env: dict[str, str] | None = None) -> Iterator[int]:
+    """Run a server until the block ends; wait for ``/v2/health/ready`` first. Yields its process id.
+
+    On the way out: SIGINT, then whatever of its descendants outlived it is ended too, by process id.
+    """
     with log.open("wb") as sink:
-        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=os.environ.copy())
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
         deadline = time.monotonic() + ready_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{command[2:]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"{command[:3]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
             with contextlib.suppress(OSError), urllib.request.urlopen(
                     f"http://{HOST}:{port}/v2/health/ready", timeout=2) as reply:
                 if reply.status == 200:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{command[2:]} not ready after {ready_s:g} s:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"{command[:3]} not ready after {ready_s:g} s:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
         yield proc.pid
     finally:
+        with contextlib.suppress(psutil.Error):
+            descendants = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        _, alive = psutil.wait_procs(descendants, timeout=10)
+        for child in alive:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
 
 
 # -- load generators ----------------------------------------------------------------------
@@ -473,10 +566,20 @@ def main() -> None:
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
                         help="load generator: wrk when on the PATH (auto), or the asyncio client")
     parser.add_argument("--embed-texts", type=int, default=1, help="texts per embed request")
+    parser.add_argument("--light", type=int, default=4, help="isolation: connections of the light tabular load")
+    parser.add_argument("--heavy", type=int, default=128, help="isolation: connections saturating text beside it")
     parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--naive-server", nargs=2, metavar=("PORT", "SPEC"), help=argparse.SUPPRESS)
+    parser.add_argument("--drive", metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:
         bare_server(args.bare_server)
+        return
+    if args.naive_server:
+        naive_server(int(args.naive_server[0]), Path(args.naive_server[1]))
+        return
+    if args.drive:
+        drive_main(json.loads(args.drive))
         return
 
     from workbench.demo import build_demo_models, demo_pipeline
@@ -501,14 +604,15 @@ def main() -> None:
     }
     served = ["--inprocess"] if args.inprocess else ["--workers", str(args.workers)]
     backend = "in-process" if args.inprocess else f"LocalCluster, {args.workers} workers x 1 thread"
-    stack = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m)]
-    print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
-          f"onnxruntime {ort.__version__}, uvicorn {uvicorn.__version__} ({', '.join(stack) or 'asyncio, h11'})")
+    print(machine_line())
     client = "wrk -t1, a Lua script rotating JSON bodies" if use_wrk else "asyncio streams, HTTP/1.1 keep-alive"
     print(f"# load: {client}; embed JSON vs binary outputs: asyncio streams client, the two alternating request "
           "by request on every connection, every answer decoded to float32")
-    print(f"# workbench serve tabular text embed ({backend}) and the bare FastAPI endpoint: one uvicorn "
-          f"process each, same settings; {args.seconds:g} s per measurement, {args.rounds} rounds, alternating")
+    print(f"# workbench serve tabular text embed ({backend}), the bare Starlette endpoint (the ceiling) and the "
+          "naive FastAPI server (one session.run per request): one uvicorn process each, same settings; "
+          f"{args.seconds:g} s per measurement, {args.rounds} rounds, alternating")
+    print(f"# isolation: tabular at {_conns(args.light)} alone, then beside text saturated by {_conns(args.heavy)} "
+          "(one sentence each) from a second load generator process, against the same server")
     for texts in sorted({1, args.embed_texts, 32}):
         costs = codec_costs(texts)
         print(f"# embed answer of {texts} text{'s' if texts > 1 else ''}, in-process server encode + client decode: "
@@ -516,14 +620,31 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         work = Path(tmp)
-        wb_port, bare_port = _free_port(), _free_port()
+        spec_file = work / "spec.json"
+        spec_file.write_text(json.dumps(baseline_spec()))
+        ports = Ports(_free_port(), _free_port(), _free_port())
         wb_cmd = [sys.executable, "-m", "workbench.cli", "serve", "tabular", "text", "embed", "--port",
-                  str(wb_port), *served]
-        bare_cmd = [sys.executable, __file__, "--bare-server", str(bare_port)]
-        with _process(wb_cmd, wb_port, work / "serve.log") as wb_pid, \
-                _process(bare_cmd, bare_port, work / "bare.log") as bare_pid:
-            load = Loader(use_wrk, work, {wb_port: wb_pid, bare_port: bare_pid})
-            run_rounds(args, load, wb_port, bare_port, raw, bodies)
+                  str(ports.workbench), *served]
+        bare_cmd = [sys.executable, __file__, "--bare-server", str(ports.bare)]
+        naive_cmd = [sys.executable, __file__, "--naive-server", str(ports.naive), str(spec_file)]
+        with _process(wb_cmd, ports.workbench, work / "serve.log") as wb_pid, \
+                _process(bare_cmd, ports.bare, work / "bare.log") as bare_pid, \
+                _process(naive_cmd, ports.naive, work / "naive.log") as naive_pid:
+            load = Loader(use_wrk, work, {ports.workbench: wb_pid, ports.bare: bare_pid, ports.naive: naive_pid})
+            run_rounds(args, load, ports, raw, bodies)
+
+
+def machine_line() -> str:
+    stack = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m)]
+    return (f"# machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
+            f"onnxruntime {ort.__version__}, uvicorn {uvicorn.__version__} ({', '.join(stack) or 'asyncio, h11'})")
+
+
+@dataclass
+class Ports:
+    workbench: int
+    bare: int
+    naive: int
 
 
 class Table:
@@ -532,19 +653,19 @@ class Table:
     def __init__(self) -> None:
         self.results: dict[tuple[str, int], list[Load]] = {}
         self.ratios: dict[str, list[float]] = {}
-        header = (f"{'round':>5}  {'measurement':<48} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        header = (f"{'round':>5}  {'measurement':<52} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
                   f"{'CPU us/req':>10} {'errors':>6}")
         print("\n" + header + "\n" + "-" * len(header))
 
     def show(self, index: int, label: str, conns: int, result: Load) -> Load:
         self.results.setdefault((label, conns), []).append(result)
-        print(f"{index:>5}  {label:<48} {conns:>5} {result.rps:>9.0f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f} "
-              f"{result.cpu_us:>10.0f} {result.errors:>6}", flush=True)
+        print(f"{index:>5}  {label:<52} {conns:>5} {result.rps:>9.0f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f} "
+              f"{_cpu(result.cpu_us)} {result.errors:>6}", flush=True)
         return result
 
     def raw(self, index: int, label: str, rate: float) -> float:
         self.results.setdefault((label, 0), []).append(Load(rate, float("nan"), float("nan"), 0, 0))
-        print(f"{index:>5}  {label:<48} {'-':>5} {rate:>9.0f}", flush=True)
+        print(f"{index:>5}  {label:<52} {'-':>5} {rate:>9.0f}", flush=True)
         return rate
 
     def ratio(self, key: str, value: float) -> None:
@@ -552,32 +673,38 @@ class Table:
 
     def summary(self, rounds: int, goals: dict[str, tuple[str, Callable[[float], bool]]]) -> None:
         print(f"\nmedians over {rounds} rounds")
-        print(f"{'measurement':<55} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10}")
+        print(f"{'measurement':<59} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10}")
         for (label, conns), loads in self.results.items():
             rate = _median([r.rps for r in loads])
             if not conns:
-                print(f"{label:<55} {'-':>5} {rate:>9.0f}")
+                print(f"{label:<59} {'-':>5} {rate:>9.0f}")
                 continue
             p50, p99, cpu = (_median([getattr(r, key) for r in loads]) for key in ("p50_ms", "p99_ms", "cpu_us"))
-            print(f"{label:<55} {conns:>5} {rate:>9.0f} {p50:>8.2f} {p99:>8.2f} {cpu:>10.0f}")
+            print(f"{label:<59} {conns:>5} {rate:>9.0f} {p50:>8.2f} {p99:>8.2f} {_cpu(cpu)}")
         print("\nratios (each round's, then their median)")
         for key, values in self.ratios.items():
             each = " / ".join(f"{v:.3f}" for v in values)
             goal = goals.get(key)
             verdict = f"  ({goal[0]}: {_verdict(goal[1](_median(values)))})" if goal else ""
-            print(f"  {key:<50} {each:<26} median {_median(values):.3f}{verdict}")
+            print(f"  {key:<56} {each:<26} median {_median(values):.3f}{verdict}")
         failed = sum(r.errors for loads in self.results.values() for r in loads)
         if failed:
             print(f"\nWARNING: {failed} requests failed (non-2xx or socket errors); their figures are not valid")
 
 
-def run_rounds(args: argparse.Namespace, load: Loader, wb_port: int, bare_port: int, raw: dict[str, Raw],
-               bodies: Bodies) -> None:
+def _cpu(us: float) -> str:
+    return f"{'-':>10}" if np.isnan(us) else f"{us:>10.0f}"
+
+
+def run_rounds(args: argparse.Namespace, load: Loader, ports: Ports, raw: dict[str, Raw], bodies: Bodies) -> None:
     seconds = args.seconds
+    wb_port = ports.workbench
     tab_path, text_path, embed_path = INFER.format("tabular"), INFER.format("text"), INFER.format("embed")
-    # NOTE: warm both servers (sessions, the batchers' arrival estimates), then find the raw ceilings.
-    for port, path, warm in ((bare_port, tab_path, bodies.tabular), (wb_port, tab_path, bodies.tabular),
-                             (wb_port, text_path, bodies.text), (wb_port, embed_path, bodies.embed)):
+    text_file = write_bodies(bodies.text, load.work)
+    # NOTE: warm the servers (sessions, the batchers' arrival estimates), then find the raw ceilings.
+    for port, path, warm in ((ports.bare, tab_path, bodies.tabular), (ports.naive, tab_path, bodies.tabular),
+                             (wb_port, tab_path, bodies.tabular), (wb_port, text_path, bodies.text),
+                             (wb_port, embed_path, bodies.embed)):
         load(port, path, warm, 8, 1.0, client="python")
     (tab_batch, tab_layout), tab_rates = raw["tabular"].best((1, 32, 256, 1024), max(seconds / 8, 0.5))
     (text_batch, text_layout), text_rates = raw["text"].best((1, 8, 16, 32, 64), max(seconds / 4, 1.0))
@@ -587,17 +714,42 @@ def run_rounds(args: argparse.Namespace, load: Loader, wb_port: int, bare_port: 
 
     table = Table()
     embed_label = f"embed, {args.embed_texts} text{'s' if args.embed_texts > 1 else ''}/request"
+    ceiling_label, naive_label, wb_label = ("bare Starlette endpoint (tabular body)",
+                                            "naive FastAPI, one session.run/request", "workbench tabular")
     for index in range(1, args.rounds + 1):
         flip = index % 2 == 0
         for conns in (1, 32):
-            pair = [("bare stack (tabular body)", bare_port), ("workbench tabular", wb_port)]
+            sides = [(ceiling_label, ports.bare), (naive_label, ports.naive), (wb_label, wb_port)]
             got = {label: table.show(index, label, conns, load(port, tab_path, bodies.tabular, conns, seconds))
-                   for label, port in (pair[::-1] if flip else pair)}
-            tabular, bare = got["workbench tabular"], got["bare stack (tabular body)"]
-            table.ratio(f"tabular / bare stack, {_conns(conns)}", tabular.rps / bare.rps)
-            table.ratio(f"  same, by server CPU per request, {_conns(conns)}", bare.cpu_us / tabular.cpu_us)
+                   for label, port in (sides[::-1] if flip else sides)}
+            tabular, naive, bare = got[wb_label], got[naive_label], got[ceiling_label]
+            table.ratio(f"tabular / Starlette ceiling, {_conns(conns)}", tabular.rps / bare.rps)
+            table.ratio(f"  naive FastAPI / Starlette ceiling, {_conns(conns)}", naive.rps / bare.rps)
+            table.ratio(f"  tabular / naive FastAPI, {_conns(conns)}", tabular.rps / naive.rps)
+            table.ratio(f"  tabular, by server CPU per request, {_conns(conns)}", bare.cpu_us / tabular.cpu_us)
+            if conns == 1:
+                table.ratio("tabular p50 / Starlette p50, 1 conn", tabular.p50_ms / bare.p50_ms)
+                table.ratio("  naive FastAPI p50 / Starlette p50, 1 conn", naive.p50_ms / bare.p50_ms)
         table.raw(index, f"raw ORT tabular model, batch {tab_batch}, {tab_layout} (items/s)",
                   raw["tabular"].rate(tab_batch, tab_layout, seconds / 2))
+
+        isolation: dict[str, Load] = {}
+        for step in ("beside", "alone") if flip else ("alone", "beside"):
+            if step == "alone":
+                isolation[step] = table.show(index, "isolation: workbench tabular, alone", args.light,
+                                             load(wb_port, tab_path, bodies.tabular, args.light, seconds, "python"))
+                continue
+            with Background(wb_port, text_path, text_file, args.heavy, seconds + 1.5) as heavy:
+                time.sleep(1.0)  # NOTE: the text batcher fills up first; the heavy load ends 0.5 s after this one
+                beside = load(wb_port, tab_path, bodies.tabular, args.light, seconds, "python")
+            beside.cpu_us = float("nan")  # NOTE: the server's CPU went to both loads
+            isolation[step] = table.show(index, "isolation: workbench tabular, text saturated beside", args.light,
+                                         beside)
+            table.show(index, "isolation: the text load beside it, 1 sentence/request", args.heavy, heavy.result)
+        table.ratio(f"tabular p99 beside saturated text / alone, {_conns(args.light)}",
+                    isolation["beside"].p99_ms / isolation["alone"].p99_ms)
+        table.ratio(f"  same, p50, {_conns(args.light)}", isolation["beside"].p50_ms / isolation["alone"].p50_ms)
+
         texts = {}
         ceiling = 0.0
         # NOTE: 32 connections keep at most 32 sentences in flight, about 16 per batch over two workers; 128
@@ -620,8 +772,9 @@ def run_rounds(args: argparse.Namespace, load: Loader, wb_port: int, bare_port: 
             table.ratio(f"  embed JSON - binary p50 (ms), {_conns(conns)}", got["JSON"].p50_ms - got["binary"].p50_ms)
 
     table.summary(args.rounds, {
-        "tabular / bare stack, 32 conns": ("goal >= 0.5", lambda v: v >= 0.5),
-        "text / raw ORT at its best, 32 conns": ("goal >= 0.9", lambda v: v >= 0.9),
+        "tabular / Starlette ceiling, 32 conns": ("goal >= 0.6", lambda v: v >= 0.6),
+        "tabular p50 / Starlette p50, 1 conn": ("goal <= 3", lambda v: v <= 3.0),
+        f"tabular p99 beside saturated text / alone, {_conns(args.light)}": ("goal <= 2", lambda v: v <= 2.0),
         "text / raw ORT at its best, 128 conns (saturated)": ("goal >= 0.9", lambda v: v >= 0.9),
         "embed binary / JSON rate, 1 conn": ("goal > 1", lambda v: v > 1.0),
         "embed binary / JSON rate, 32 conns": ("goal > 1", lambda v: v > 1.0),

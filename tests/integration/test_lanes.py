@@ -22,7 +22,7 @@ from workbench.pipeline.custom import FunctionStage
 ROWS = load_tabular_data().x_test[:4]
 
 
-def stalled(name: str, instances: int = 1) -> Pipeline:
+def stalled(name: str, instances: int | None = None) -> Pipeline:
     return Pipeline(name, {"gate": "str[-1]"},
                     [FunctionStage("stalls:hold", inputs=["gate"], outputs={"done": "float32[-1]"}, name="hold")],
                     instances=instances)

@@ -169,7 +169,9 @@ class DaskBackend:
         workers = await self.refresh_workers()
         for address in replies:
             info = workers.get(address, {})
-            self.pool.add((name, generation), address, resources=info.get("resources"), nthreads=pipeline.instances)
+            # NOTE: the batches it runs at once: its lanes (see workbench.backend.worker).
+            self.pool.add((name, generation), address, resources=info.get("resources"),
+                          nthreads=pipeline.instances or info.get("nthreads"))
         return self.runner(name, generation, pipeline, placement)
 
     async def attach(self, name: str, generation: int, pipeline: Pipeline, placement: str = "fused") -> DaskRunner:

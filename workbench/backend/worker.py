@@ -67,12 +67,13 @@ class DeploymentPlugin(WorkerPlugin):
         The pipeline in file form (:meth:`Pipeline.to_dict`), with an absolute repository path
         that the worker can read (same machine or a shared filesystem).
     instances
-        Lanes on each worker: threads that run only this deployment's batches.
+        Lanes on each worker: threads that run only this deployment's batches; ``None``: as many as
+        the worker has threads (Dask's ``nthreads``).
     """
 
-    def __init__(self, deployment: str, generation: int, spec: dict[str, Any], instances: int = 1) -> None:
-        if not (isinstance(instances, int) and instances >= 1):
-            raise ValueError("instances must be an integer >= 1")
+    def __init__(self, deployment: str, generation: int, spec: dict[str, Any], instances: int | None = None) -> None:
+        if instances is not None and not (isinstance(instances, int) and instances >= 1):
+            raise ValueError("instances must be an integer >= 1, or None")
         self.deployment = deployment
         self.generation = generation
         self.spec = spec
@@ -85,10 +86,10 @@ class DeploymentPlugin(WorkerPlugin):
     async def setup(self, worker: Worker) -> None:
         install_handler(worker)
         began = time.perf_counter()
-        self.lanes = ThreadPoolExecutor(self.instances, thread_name_prefix=f"lane-{self.deployment}")
+        self.lanes = ThreadPoolExecutor(self._lanes(worker), thread_name_prefix=f"lane-{self.deployment}")
         # NOTE: creating sessions holds the GIL for a while; a thread keeps the worker's
         # event loop (heartbeats, other deployments' batches) turning meanwhile.
-        self.pipeline = await asyncio.get_running_loop().run_in_executor(None, self._build)
+        self.pipeline = await asyncio.get_running_loop().run_in_executor(None, self._build, self._lanes(worker))
         self.segments = self.pipeline.segments()
         # NOTE: the recorder is process-wide (installed once, whatever the number of deployments); Dask's own
         # GIL monitor, where it runs (gilknocker installed), stands in for our sampler.
@@ -99,11 +100,14 @@ class DeploymentPlugin(WorkerPlugin):
             "event": "ready", **self.describe(worker), "load_ms": (time.perf_counter() - began) * 1e3,
         })
 
-    def _build(self) -> Pipeline:
+    def _lanes(self, worker: Worker) -> int:
+        return self.instances if self.instances is not None else max(worker.state.nthreads, 1)
+
+    def _build(self, lanes: int) -> Pipeline:
         root = self.spec.get("repository")
         if root is None:
             return Pipeline.from_dict(self.spec)
-        return Pipeline.from_dict(self.spec, repository=_repository(root, lane_threads(self.instances)))
+        return Pipeline.from_dict(self.spec, repository=_repository(root, lane_threads(lanes)))
 
     def teardown(self, worker: Worker) -> None:
         self.pipeline = None
@@ -117,8 +121,8 @@ class DeploymentPlugin(WorkerPlugin):
         providers = {s.name: s.provider for s in self.pipeline.inference_stages} if self.pipeline else {}
         return {
             "deployment": self.deployment, "generation": self.generation, "worker": worker.address,
-            "resources": dict(worker.state.total_resources), "nthreads": self.instances,
-            "providers": providers, "intra_op_threads": lane_threads(self.instances),
+            "resources": dict(worker.state.total_resources), "nthreads": self._lanes(worker),
+            "providers": providers, "intra_op_threads": lane_threads(self._lanes(worker)),
         }
 
 

@@ -91,6 +91,7 @@ class Pipeline:
         Lanes per Dask worker: threads that run only this pipeline's batches there (Triton's
         instance groups), so it never queues behind another pipeline; ``instances`` batches
         of it run at once on each worker, and share the worker's cores for ONNX Runtime.
+        ``None``: as many as the worker has threads (one on the embedded LocalCluster).
 
     Examples
     --------
@@ -116,9 +117,10 @@ class Pipeline:
         load: bool = True,
         description: str = "",
         business: Sequence[BusinessSignal] = (),
-        instances: int = 1,
+        instances: int | None = None,
     ) -> None:
-        if not (isinstance(instances, int) and not isinstance(instances, bool) and instances >= 1):
+        if instances is not None and not (isinstance(instances, int) and not isinstance(instances, bool)
+                                          and instances >= 1):
             raise PipelineWiringError(f"pipeline {name!r}: instances must be an integer >= 1, not {instances!r}")
         self.name = name
         self.description = description

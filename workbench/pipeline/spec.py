@@ -108,7 +108,7 @@ def pipeline_from_dict(
     stages = [stage_from_dict(s) for s in data["stages"]]
     return Pipeline(str(data["name"]), inputs, stages, outputs=data.get("outputs"), repository=repository,
                     load=load, description=str(data.get("description", "")),
-                    business=signals_from_data(data.get("business")), instances=data.get("instances", 1))
+                    business=signals_from_data(data.get("business")), instances=data.get("instances"))
 
 
 def pipeline_to_dict(pipeline: Pipeline, *, relative_to: Path | None = None) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def pipeline_to_dict(pipeline: Pipeline, *, relative_to: Path | None = None) -> 
     data["outputs"] = list(pipeline.output_names)
     if pipeline.business:
         data["business"] = [signal.to_dict() for signal in pipeline.business]
-    if pipeline.instances != 1:
+    if pipeline.instances is not None:
         data["instances"] = pipeline.instances
     return data
 

@@ -62,7 +62,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import timeit
 import urllib.request
@@ -211,6 +210,7 @@ def _process(command: list[str], port: int, log: Path, ready_s: float = 180.0,
             time.sleep(0.2)
         yield proc.pid
     finally:
+        descendants: list[psutil.Process] = []
         with contextlib.suppress(psutil.Error):
             descendants = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
@@ -244,9 +244,7 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 def _wrk(port: int, path: str, bodies: Sequence[bytes], connections: int, seconds: float, work: Path) -> Load:
     """``wrk -t1 -cN --latency`` POSTing the bodies in turn (one per line of a file the Lua script reads)."""
-    bodies_file = work / f"bodies-{abs(hash(tuple(bodies)))}.txt"
-    if not bodies_file.exists():
-        bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
+    bodies_file = write_bodies(bodies, work)
     script = work / "post.lua"
     script.write_text(f"""
 local requests = {{}}
@@ -302,16 +300,20 @@ async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes]
 
 
 async def _drive(port: int, path: str, bodies: Sequence[bytes], connections: int, seconds: float,
-                 check: Check | None, kinds: Sequence[str] | None = None) -> dict[str, Load]:
+                 check: Check | None, kinds: Sequence[str] | None = None,
+                 started: Callable[[], object] | None = None) -> dict[str, Load]:
     """Keep-alive connections, each with one request outstanding at a time, for ``seconds``.
 
     Each connection sends the bodies in turn. With ``kinds`` (one per body, alternating), the kinds
     alternate request by request on every connection, so they share whatever else the machine does;
     each kind then gets its own figures, its rate by Little's law (connections / mean latency).
+    ``started`` is called once every connection is open, as the clock starts.
     """
     raw = [_http_post(path, body, port) for body in bodies]
     labels = list(kinds) if kinds is not None else ["all"] * len(bodies)
     streams = [await asyncio.open_connection(HOST, port) for _ in range(connections)]
+    if started is not None:
+        started()
     latencies: dict[str, list[float]] = {label: [] for label in labels}
     errors = dict.fromkeys(labels, 0)
     clock = time.perf_counter
@@ -360,6 +362,57 @@ def _cpu_s(pid: int) -> float:
             times = proc.cpu_times()
             total += times.user + times.system
     return total
+
+
+def write_bodies(bodies: Sequence[bytes], work: Path) -> Path:
+    """The bodies in a file, one per line (JSON from orjson has no raw newline), for another process to send."""
+    path = work / f"bodies-{abs(hash(tuple(bodies)))}.txt"
+    if not path.exists():
+        path.write_bytes(b"\n".join(bodies) + b"\n")
+    return path
+
+
+def drive_main(job: dict[str, Any]) -> None:
+    """``--drive``: one load of the asyncio client; prints ``started`` once connected, then the Load as JSON."""
+    bodies = Path(job["bodies"]).read_bytes().splitlines()
+    result = _run_async(_drive(job["port"], job["path"], bodies, job["connections"], job["seconds"], None,
+                               started=lambda: print("started", flush=True)))["all"]
+    print(json.dumps(asdict(result)), flush=True)
+
+
+class Background:
+    """A load in a process of its own (``--drive``) for ``seconds``, beside what this process measures meanwhile.
+
+    The block is entered once its connections are open; on the way out it waits for the load to end.
+    A process, not a thread: the two load generators must not share one interpreter's lock.
+    """
+
+    def __init__(self, port: int, path: str, bodies_file: Path, connections: int, seconds: float) -> None:
+        job = {"port": port, "path": path, "bodies": str(bodies_file), "connections": connections,
+               "seconds": seconds}
+        self.seconds = seconds
+        self.proc = subprocess.Popen([sys.executable, __file__, "--drive", json.dumps(job)],
+                                     stdout=subprocess.PIPE, text=True)
+        self.result = Load(float("nan"), float("nan"), float("nan"), 0, 0)
+
+    def __enter__(self) -> Background:
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "started":
+            self.proc.wait(30)
+            raise RuntimeError(f"the background load did not start (exit {self.proc.returncode})")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            out, _ = self.proc.communicate(timeout=self.seconds + 60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        if self.proc.returncode == 0:
+            self.result = Load(**json.loads(out.strip().splitlines()[-1]))
+        elif exc == (None, None, None):
+            raise RuntimeError(f"the background load failed (exit {self.proc.returncode})")
 
 
 class Loader:

@@ -89,16 +89,25 @@ class Workbench:
 
     # -- deployments -------------------------------------------------------------------
     def deploy(self, target: Pipeline | str | Path, *, name: str | None = None,
-               batching: BatchingConfig | Mapping[str, Any] | None = None, placement: str = "fused",
+               batching: BatchingConfig | Mapping[str, Any] | None = None, placement: str = "auto",
                variant: str | None = None, reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Deploy a pipeline, a pipeline file or a demo name; returns what was deployed.
 
+        ``placement``: ``auto`` (the default: in this process when a batch costs less than a trip to a
+        worker, else on the workers), ``inprocess``, ``fused`` or ``by-resource``; see :meth:`set_placement`.
         ``reference``: inputs to score drift against (see :meth:`set_reference`).
         """
         deployment = self._call(self.engine.deploy, target, name=name, batching=batching, placement=placement,
                                 variant=variant, reference=reference)
         return {"name": deployment.name, "variants": deployment.variants, "placement": deployment.placement,
-                "dashboard_link": self.dashboard_link}
+                "where": getattr(deployment.runner, "where", None), "dashboard_link": self.dashboard_link}
+
+    def set_placement(self, name: str, placement: str) -> dict[str, Any]:
+        """Move ``name``'s batches (``auto``, ``inprocess``, ``fused``, ``by-resource``) with no request dropped.
+
+        Returns where they run now, why, and the measured costs (``stats(name)["placed"]``).
+        """
+        return self._call(self.engine.set_placement, name, placement)
 
     def undeploy(self, name: str) -> None:
         self._call(self.engine.undeploy, name)

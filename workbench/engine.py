@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from workbench import switching
 from workbench.backend.inprocess import InProcessBackend
+from workbench.backend.placement import PlacedRunner, PlacementDecision, check_placement
 from workbench.batching.autotune import AutoTuner, Decision, TuningRules
 from workbench.batching.batcher import DynamicBatcher, RunBatch
 from workbench.config import BatchingConfig
@@ -87,6 +88,7 @@ class Backend(Protocol):
 
     def on_workers_changed(self, listener: Any) -> None: ...
     async def deploy(self, name: str, generation: int, pipeline: Pipeline, placement: str = ...) -> RunBatch: ...
+    async def place(self, name: str, generation: int, pipeline: Pipeline, placement: str) -> RunBatch: ...
     async def retire(self, name: str, generation: int) -> None: ...
     def workers(self, name: str, generation: int) -> list[dict[str, Any]]: ...
     def threads(self, name: str, generation: int) -> int: ...
@@ -215,6 +217,7 @@ class Engine:
                 await deployment.autotuner.stop()
             await _close_observers(deployment)
             await deployment.batcher.close()
+            await _close_runner(deployment.runner)
         self._deployments.clear()
         await self.backend.close()
         if self.predictions is not None:
@@ -241,12 +244,16 @@ class Engine:
             raise NotDeployed(f"no pipeline is deployed as {name!r}; deployed: {sorted(self._deployments)}") from None
 
     async def deploy(self, target: Pipeline | str | Path, *, name: str | None = None,
-                     batching: BatchingConfig | Mapping[str, Any] | None = None, placement: str = "fused",
+                     batching: BatchingConfig | Mapping[str, Any] | None = None, placement: str = "auto",
                      variant: str | None = None, reference: Mapping[str, Any] | None = None) -> Deployment:
         """Deploy a pipeline (object, file, or demo name) under ``name`` (default: the pipeline's name).
 
-        ``reference``: inputs (many rows) to score drift against, as :meth:`set_reference` takes them.
+        ``placement``: ``auto`` (embedded in this process when a batch costs less than a trip to a
+        worker, else on the workers; see :mod:`workbench.backend.placement`), ``inprocess``, ``fused``
+        or ``by-resource``. ``reference``: inputs (many rows) to score drift against, as
+        :meth:`set_reference` takes them.
         """
+        check_placement(placement)
         pipeline = resolve_pipeline(target, load=self.backend.loads_locally)
         if variant is not None:
             pipeline = pipeline.with_variant(variant)
@@ -265,7 +272,7 @@ class Engine:
         mitigate_as_configured()  # NOTE: the pipeline is warm here (in-process); workers apply it in their plugin
         deployment = self._add(name, pipeline, generation, placement, runner, config, pinned="max_in_flight" in (
             batching if isinstance(batching, Mapping) else {}))
-        deployment.record("deployed", variants=deployment.variants, placement=placement)
+        deployment.record("deployed", variants=deployment.variants, placement=placement, **_where(runner))
         if target_p99_ms is not None:
             deployment.latency_target_ms = float(target_p99_ms)
             self._follow_target(deployment)
@@ -287,6 +294,7 @@ class Engine:
             deployment.observers["business"] = BusinessMonitor(pipeline.business, variants=lambda: deployment.variants)
         self._deployments[name] = deployment
         self._fit_in_flight(deployment)
+        _hear_moves(deployment)
         return deployment
 
     async def attach_published(self) -> list[str]:
@@ -316,6 +324,7 @@ class Engine:
             await deployment.autotuner.stop()
         await _close_observers(deployment)
         await deployment.batcher.close()
+        await _close_runner(deployment.runner)
         await self.backend.retire(name, deployment.generation)
         await self.backend.publish(name, None)
 
@@ -342,12 +351,35 @@ class Engine:
             deployment.pipeline, deployment.generation, deployment.runner = pipeline, generation, runner
             deployment.batcher.replace_runner(runner)
             self._fit_in_flight(deployment)
+            _hear_moves(deployment)
             await self._drain(old_runner)
+            await _close_runner(old_runner)
             await self.backend.retire(name, old_generation)
             event = deployment.record("swapped", before=before, after=deployment.variants,
                                       seconds=round(time.perf_counter() - began, 3))
             await self.backend.publish(name, deployment.state())
         return event
+
+    async def set_placement(self, name: str, placement: str) -> dict[str, Any]:
+        """Move ``name``'s batches (``auto``, ``inprocess``, ``fused``, ``by-resource``) with no request dropped.
+
+        Batches formed from now on go where the new placement says; those in flight finish where they
+        are. Returns ``stats(name)["placed"]``.
+        """
+        deployment = self.deployment(name)
+        check_placement(placement)
+        async with deployment.swapping:  # NOTE: a swap and a move take turns: each replaces the runner
+            old = deployment.runner
+            runner = await self.backend.place(name, deployment.generation, deployment.pipeline, placement)
+            deployment.placement, deployment.runner = placement, runner
+            deployment.batcher.replace_runner(runner)
+            self._fit_in_flight(deployment)
+            _hear_moves(deployment)
+            await self._drain(old)
+            await _close_runner(old)
+            deployment.record("placement", placement=placement, **_where(runner))
+            await self.backend.publish(name, deployment.state())
+        return _placed(runner)
 
     @staticmethod
     async def _drain(runner: RunBatch) -> None:
@@ -679,6 +711,7 @@ class Engine:
             "variants": deployment.variants,
             "generation": deployment.generation,
             "placement": deployment.placement,
+            "placed": _placed(deployment.runner),
             "backend": self.backend.kind,
             "workers": self.backend.workers(name, deployment.generation),
             "redispatched": getattr(deployment.runner, "redispatched", 0),
@@ -709,7 +742,7 @@ class Engine:
     def describe(self) -> dict[str, Any]:
         """The backend (kind, dashboard link, workers) and what is deployed."""
         return {**self.backend.describe(), "deployments": {
-            name: {"variants": d.variants, "generation": d.generation, "placement": d.placement}
+            name: {"variants": d.variants, "generation": d.generation, "placement": d.placement, **_where(d.runner)}
             for name, d in self._deployments.items()}}
 
     def metrics_text(self) -> str:
@@ -726,6 +759,34 @@ class Engine:
                 config.max_delay_ms, config.max_in_flight, config.max_queue, config.mode, d.latency_target_ms,
                 self.backend.workers(name, d.generation)))
         return EngineGauges(self.backend.kind, gauges, self.autoscaling())
+
+
+def _placed(runner: RunBatch) -> dict[str, Any]:
+    """Where a runner sends its batches and why (see :mod:`workbench.backend.placement`)."""
+    snapshot = getattr(runner, "snapshot", None)
+    return snapshot() if snapshot is not None else {"placement": None, "where": None, "decision": None}
+
+
+def _where(runner: RunBatch) -> dict[str, Any]:
+    placed = _placed(runner)
+    return {"where": placed["where"], "reason": (placed.get("decision") or {}).get("reason")}
+
+
+def _hear_moves(deployment: Deployment) -> None:
+    """Record the moves an ``auto`` placement makes in the deployment's events."""
+    runner = deployment.runner
+    def moved(decision: PlacementDecision) -> None:
+        deployment.record("placement_moved", where=decision.where, reason=decision.reason,
+                          compute_ms=decision.compute_ms, trip_ms=decision.trip_ms)
+
+    if isinstance(runner, PlacedRunner):
+        runner.on_decision = moved
+
+
+async def _close_runner(runner: RunBatch) -> None:
+    close = getattr(runner, "aclose", None)
+    if close is not None:
+        await close()
 
 
 async def _close_observers(deployment: Deployment) -> None:

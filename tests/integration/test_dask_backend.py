@@ -332,7 +332,7 @@ async def test_a_stage_failure_on_a_worker_is_a_stage_error_for_that_request_onl
 
 
 def test_unknown_placement_is_refused(wb: Workbench) -> None:
-    with pytest.raises(WorkbenchError, match="placement must be 'fused' or 'by-resource'"):
+    with pytest.raises(WorkbenchError, match="placement must be one of 'auto', 'inprocess', 'fused', 'by-resource'"):
         wb.deploy("tabular", name="nowhere", placement="everywhere")
     assert "nowhere" not in wb.deployments()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -21,9 +22,10 @@ import dask.config
 from distributed import Client, LocalCluster
 
 from workbench.backend.dispatch import DaskRunner
+from workbench.backend.inprocess import InProcessRunner
+from workbench.backend.placement import PLACEMENTS, PlacedRunner, check_placement
 from workbench.backend.pool import WorkerPool
-from workbench.backend.worker import EVENTS_TOPIC, DeploymentPlugin, plugin_name, python_costs
-from workbench.errors import WorkbenchError
+from workbench.backend.worker import EVENTS_TOPIC, DeploymentPlugin, plugin_name, python_costs, shared_repository
 from workbench.pipeline.graph import Pipeline
 
 __all__ = ["HOUSEKEEPING", "DaskBackend", "housekeeping_config", "tls_security"]
@@ -153,10 +155,12 @@ class DaskBackend:
         for listener in self._listeners:
             listener()
 
-    async def deploy(self, name: str, generation: int, pipeline: Pipeline, placement: str = "fused") -> DaskRunner:
-        """Make every worker build ``pipeline`` (the given generation); return the runner for it."""
-        if placement not in ("fused", "by-resource"):
-            raise WorkbenchError(f"placement must be 'fused' or 'by-resource', not {placement!r}", 400)
+    async def deploy(self, name: str, generation: int, pipeline: Pipeline, placement: str = "auto") -> PlacedRunner:
+        """Make every worker build ``pipeline`` (the given generation); return the runner for it.
+
+        Workers hold it whatever the placement (see :mod:`workbench.backend.placement`).
+        """
+        check_placement(placement)
         plugin = DeploymentPlugin(name, generation, pipeline.to_dict(), instances=pipeline.instances)
         try:
             replies = await self.client.register_plugin(plugin, name=plugin.name)
@@ -172,16 +176,28 @@ class DaskBackend:
             # NOTE: the batches it runs at once: its lanes (see workbench.backend.worker).
             self.pool.add((name, generation), address, resources=info.get("resources"),
                           nthreads=pipeline.instances or info.get("nthreads"))
-        return self.runner(name, generation, pipeline, placement)
+        return await self.place(name, generation, pipeline, placement)
 
-    async def attach(self, name: str, generation: int, pipeline: Pipeline, placement: str = "fused") -> DaskRunner:
+    async def attach(self, name: str, generation: int, pipeline: Pipeline, placement: str = "auto") -> PlacedRunner:
         """The runner for a deployment that another process made (its workers are already warm)."""
         held = await self.client.run(_describe_deployment, plugin_name(name, generation))
         for address, description in held.items():
             if description is not None:
                 self.pool.add((name, generation), address, resources=description["resources"],
                               nthreads=description["nthreads"], providers=description["providers"])
-        return self.runner(name, generation, pipeline, placement)
+        return await self.place(name, generation, pipeline, placement)
+
+    async def place(self, name: str, generation: int, pipeline: Pipeline, placement: str) -> PlacedRunner:
+        """A runner for a deployment its workers hold, placed as ``placement`` says (``auto``: measured now)."""
+        remote = self.runner(name, generation, pipeline, "by-resource" if placement == "by-resource" else "fused")
+        placed = PlacedRunner(name, check_placement(placement), remote, functools.partial(_load_here, pipeline))
+        probe = None
+        if placement == "auto":
+            from workbench.traffic.requests import request_maker
+
+            with contextlib.suppress(Exception):  # NOTE: no probe: the first batches decide
+                probe = pipeline.validate(request_maker(pipeline)(1))
+        return await placed.start(probe)
 
     def runner(self, name: str, generation: int, pipeline: Pipeline, placement: str) -> DaskRunner:
         wants_gpu = any(s.resource == "gpu" for s in pipeline.stages)
@@ -200,7 +216,7 @@ class DaskBackend:
 
     @staticmethod
     def placements() -> tuple[str, ...]:
-        return ("fused", "by-resource")
+        return PLACEMENTS
 
     def workers(self, name: str, generation: int) -> list[dict[str, Any]]:
         return [slot.describe() for slot in self.pool.workers((name, generation))]
@@ -245,6 +261,21 @@ def _lists(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_lists(item) for item in value]
     return value
+
+
+async def _load_here(pipeline: Pipeline) -> InProcessRunner:
+    """The pipeline loaded in this process, for an embedded placement: one ONNX Runtime thread per session.
+
+    NOTE: an embedded pipeline is light by choice, and this process also serves HTTP: a session's own
+    thread pool would only spin beside the event loop.
+    """
+    spec = pipeline.to_dict()
+    root = spec.get("repository")
+
+    def build() -> Pipeline:
+        return Pipeline.from_dict(spec, repository=shared_repository(root, 1) if root else None)
+
+    return InProcessRunner(await asyncio.to_thread(build))
 
 
 def _describe_deployment(name: str, dask_worker: Any = None) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from workbench._sync import run_in_threadpool
+from workbench.backend.placement import EMBEDDED, check_placement
 from workbench.pipeline.graph import Pipeline, Prediction
 
 __all__ = ["InProcessBackend", "InProcessRunner"]
@@ -20,9 +21,16 @@ class InProcessRunner:
     parallel with the event loop.
     """
 
+    #: Where its batches run (see :mod:`workbench.backend.placement`).
+    where = EMBEDDED
+
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.variants = {s.name: s.variant for s in pipeline.inference_stages}
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"placement": "inprocess", "where": EMBEDDED, "decision": {
+            "where": EMBEDDED, "reason": "this workbench runs every batch in its own process (no cluster)"}}
 
     async def __call__(self, tensors: dict[str, np.ndarray]) -> Prediction:
         prediction = await run_in_threadpool(self.pipeline.execute, tensors)
@@ -45,9 +53,15 @@ class InProcessBackend:
     def on_workers_changed(self, listener: Callable[[], None]) -> None:
         """Nothing to follow: this process is the only worker."""
 
-    async def deploy(self, name: str, generation: int, pipeline: Pipeline, placement: str = "fused") -> InProcessRunner:
+    async def deploy(self, name: str, generation: int, pipeline: Pipeline, placement: str = "auto") -> InProcessRunner:
+        check_placement(placement)
         self._deployed[name, generation] = pipeline
         return InProcessRunner(pipeline)
+
+    async def place(self, name: str, generation: int, pipeline: Pipeline, placement: str) -> InProcessRunner:
+        """Every placement runs here: there is no worker to place a batch on."""
+        check_placement(placement)
+        return InProcessRunner(self._deployed.get((name, generation), pipeline))
 
     async def retire(self, name: str, generation: int) -> None:
         self._deployed.pop((name, generation), None)

@@ -41,7 +41,8 @@ from workbench.models.repository import ModelRepository
 from workbench.monitor.pycosts import mitigate_as_configured, process_costs
 from workbench.pipeline.graph import Pipeline, Prediction, Segment
 
-__all__ = ["EVENTS_TOPIC", "HANDLER", "DeploymentPlugin", "lane_threads", "plugin_name", "python_costs"]
+__all__ = ["EVENTS_TOPIC", "HANDLER", "DeploymentPlugin", "lane_threads", "plugin_name", "python_costs",
+           "shared_repository"]
 
 #: Dask event topic on which workers announce deployments they are ready to run (or dropped).
 EVENTS_TOPIC = "workbench"
@@ -107,7 +108,7 @@ class DeploymentPlugin(WorkerPlugin):
         root = self.spec.get("repository")
         if root is None:
             return Pipeline.from_dict(self.spec)
-        return Pipeline.from_dict(self.spec, repository=_repository(root, lane_threads(lanes)))
+        return Pipeline.from_dict(self.spec, repository=shared_repository(root, lane_threads(lanes)))
 
     def teardown(self, worker: Worker) -> None:
         self.pipeline = None
@@ -132,12 +133,13 @@ def lane_threads(instances: int) -> int:
     return max(1, share // instances)
 
 
-#: One repository per (root, threads per session) in this worker: deployments whose lanes get the same
+#: One repository per (root, threads per session) in this process: deployments whose lanes get the same
 #: threads share their sessions (the search and text demos share one MiniLM encoder).
 _REPOSITORIES: dict[tuple[str, int], ModelRepository] = {}
 
 
-def _repository(root: str | Path, intra_op_threads: int) -> ModelRepository:
+def shared_repository(root: str | Path, intra_op_threads: int) -> ModelRepository:
+    """The process's repository at ``root`` whose sessions use ``intra_op_threads`` ONNX Runtime threads."""
     key = (str(root), intra_op_threads)
     repository = _REPOSITORIES.get(key)
     if repository is None:

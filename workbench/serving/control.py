@@ -45,8 +45,15 @@ class DeployRequest(BaseModel):
                                     "or a pipeline file path on the server.")
     name: str | None = Field(None, description="Deploy under this name (default: the pipeline's).")
     variant: str | None = Field(None, description="Start with this variant of the first inference stage.")
-    placement: Literal["fused", "by-resource"] = "fused"
+    placement: Literal["auto", "inprocess", "fused", "by-resource"] = Field(
+        "auto", description="auto: in this process when a batch costs less than a trip to a worker, else on "
+                            "the workers; inprocess; fused (one worker runs it all); by-resource.")
     batching: Batching | None = None
+
+
+class PlacementRequest(BaseModel):
+    placement: Literal["auto", "inprocess", "fused", "by-resource"] = Field(
+        description="Where batches run from now on (those in flight finish where they are).")
 
 
 class SwapRequest(BaseModel):
@@ -106,7 +113,7 @@ class Autoscale(BaseModel):
 def _summary(engine: Engine, name: str) -> dict[str, Any]:
     deployment = engine.deployment(name)
     return {"name": name, "variants": deployment.variants, "placement": deployment.placement,
-            "generation": deployment.generation, "ready": engine.ready(name),
+            "where": getattr(deployment.runner, "where", None), "generation": deployment.generation, "ready": engine.ready(name),
             "batching": deployment.batcher.snapshot()["config"], "latency_target_ms": deployment.latency_target_ms}
 
 
@@ -135,6 +142,12 @@ async def undeploy(request: Request, name: str) -> dict[str, Any]:
 @router.post("/pipelines/{name}/swap", summary="Swap the active variant with no request dropped")
 async def swap(request: Request, name: str, body: SwapRequest) -> dict[str, Any]:
     return await _engine(request).swap(name, body.variant, body.stage)
+
+
+@router.put("/pipelines/{name}/placement", summary="Move a pipeline's batches (auto, inprocess, fused, by-resource)")
+async def set_placement(request: Request, name: str, body: PlacementRequest) -> dict[str, Any]:
+    """Returns where batches run now and why, as in the stats' `placed`; no request is dropped by the move."""
+    return await _engine(request).set_placement(name, body.placement)
 
 
 @router.put("/pipelines/{name}/batching", summary="Change batching knobs (from the next batch on)")

@@ -113,7 +113,8 @@ class Autoscale(BaseModel):
 def _summary(engine: Engine, name: str) -> dict[str, Any]:
     deployment = engine.deployment(name)
     return {"name": name, "variants": deployment.variants, "placement": deployment.placement,
-            "where": getattr(deployment.runner, "where", None), "generation": deployment.generation, "ready": engine.ready(name),
+            "where": getattr(deployment.runner, "where", None), "generation": deployment.generation,
+            "ready": engine.ready(name),
             "batching": deployment.batcher.snapshot()["config"], "latency_target_ms": deployment.latency_target_ms}
 
 

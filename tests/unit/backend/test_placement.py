@@ -1,4 +1,4 @@
-"""Embedded or remote: the placement policy's decisions and the runner that follows them (fake runners, a manual clock)."""
+"""Embedded or remote: the placement policy's decisions and the runner that follows them (fake runners)."""
 
 from __future__ import annotations
 

@@ -757,7 +757,7 @@ class Engine:
             gauges.append(DeploymentGauges(
                 name, d.generation, d.variants, batcher.queue_depth, batcher.in_flight, config.max_batch_size,
                 config.max_delay_ms, config.max_in_flight, config.max_queue, config.mode, d.latency_target_ms,
-                self.backend.workers(name, d.generation)))
+                self.backend.workers(name, d.generation), _placed(d.runner)))
         return EngineGauges(self.backend.kind, gauges, self.autoscaling())
 
 

@@ -40,8 +40,9 @@ EXPECTED_PROVIDER = {"encoder": usable_providers()[0], "head": "CPUExecutionProv
 @pytest.fixture(scope="module")
 def wb(demo_home: object) -> Iterator[Workbench]:
     with Workbench.local(workers=2) as workbench:
-        workbench.deploy("tabular", batching={"max_batch_size": 16, "max_delay_ms": 20})
-        workbench.deploy("text")
+        # NOTE: on the workers, whatever auto would choose: this module tests the worker path.
+        workbench.deploy("tabular", batching={"max_batch_size": 16, "max_delay_ms": 20}, placement="fused")
+        workbench.deploy("text", placement="fused")
         # NOTE: a deployment announces its execution providers once each worker has it warm.
         eventually(lambda: all(w["providers"] for n in ("tabular", "text") for w in workbench.stats(n)["workers"]),
                    what="providers reported by both workers")
@@ -310,7 +311,7 @@ async def test_a_stage_failure_on_a_worker_is_a_stage_error_for_that_request_onl
     invert = Pipeline("invert", {"m": "float32[-1,2,2]"},
                       [FunctionStage("numpy.linalg:inv", inputs=["m"], outputs={"inverse": "float32[-1,2,2]"},
                                      name="inv")])
-    wb.deploy(invert, batching={"mode": "realtime"})
+    wb.deploy(invert, batching={"mode": "realtime"}, placement="fused")
     try:
         good = np.eye(2, dtype=np.float32)[None] * 2
         singular = np.zeros((1, 2, 2), dtype=np.float32)

@@ -32,6 +32,10 @@ Two kinds of metrics, paid for differently:
     workbench_batching_max_batch_size{pipeline}, ..._max_delay_seconds, ..._max_in_flight, ..._max_queue
     workbench_batching_mode_info{pipeline,mode}            dynamic, realtime or auto
     workbench_latency_target_seconds{pipeline}             the p99 target, where one is set
+    workbench_placement_info{pipeline,placement,where}     auto, inprocess, fused or by-resource; embedded or remote
+    workbench_placement_cost_seconds{pipeline,part}        a batch's compute and its trip to a worker (medians),
+                                                           what ``auto`` decides on
+    workbench_placement_moves{pipeline}                    moves ``auto`` made since the deployment (or swap)
     workbench_workers{pipeline}                            workers holding the deployment
     workbench_worker_threads{pipeline,worker}              and their threads,
     workbench_worker_resource{pipeline,worker,resource}    resources (GPU, ...)
@@ -255,6 +259,8 @@ class DeploymentGauges:
     latency_target_ms: float | None = None
     workers: Sequence[Mapping[str, Any]] = ()
     """``{"address", "resources", "nthreads", "in_flight", ...}`` per worker holding the deployment."""
+    placed: Mapping[str, Any] = field(default_factory=dict)
+    """Where its batches run and why, as ``stats(name)["placed"]``."""
 
 
 @dataclass(slots=True)
@@ -302,8 +308,21 @@ class EngineCollector(Collector):
                                       labels=[*p, "worker", "resource"])
         worker_flight = GaugeMetricFamily("workbench_worker_batches_in_flight",
                                           "The deployment's batches each worker is running.", labels=[*p, "worker"])
+        placement = InfoMetricFamily("workbench_placement", "Where the deployment's batches run, and how decided.",
+                                     labels=p)
+        cost = GaugeMetricFamily("workbench_placement_cost_seconds", "A batch's compute and its trip to a worker "
+                                 "(recent medians): what placement auto decides on.", labels=[*p, "part"])
+        moves = GaugeMetricFamily("workbench_placement_moves", "Moves placement auto made since the deployment.",
+                                  labels=p)
         for d in state.deployments:
             name = [d.pipeline]
+            if d.placed.get("where"):
+                placement.add_metric(name, {"placement": str(d.placed.get("placement")),
+                                            "where": str(d.placed["where"])})
+                moves.add_metric(name, float(d.placed.get("moves") or 0))
+                for part in ("compute", "trip"):
+                    if d.placed.get(f"{part}_ms") is not None:
+                        cost.add_metric([d.pipeline, part], float(d.placed[f"{part}_ms"]) * 1e-3)
             queue.add_metric(name, d.queue_depth)
             in_flight.add_metric(name, d.in_flight)
             for stage, active in d.variants.items():
@@ -324,7 +343,7 @@ class EngineCollector(Collector):
                 for resource, amount in (worker.get("resources") or {}).items():
                     resources.add_metric([*where, str(resource)], float(amount))
         yield from (backend, queue, in_flight, variant, generation, max_batch, max_delay, max_flight, max_queue, mode,
-                    target, workers, threads, resources, worker_flight)
+                    target, placement, cost, moves, workers, threads, resources, worker_flight)
         yield from _autoscaling(state.autoscaling)
 
 

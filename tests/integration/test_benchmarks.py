@@ -1,8 +1,9 @@
-"""The in-process benchmark runs as documented and prints a ratio for every case (not how fast: that is its job)."""
+"""The benchmarks run as documented and print a row or a ratio for every case (not how fast: that is their job)."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,3 +30,22 @@ def test_bench_pipeline_prints_every_case(demo_home: Path) -> None:
     for (case, batch), (raw, piped, ratio) in rows.items():
         assert raw > 0 and piped > 0, (case, batch)
         assert abs(ratio - piped / raw) < 0.01 * ratio, (case, batch)  # the printed ratio is of the printed rates
+
+
+def test_bench_peers_prints_every_row_without_the_peers(demo_home: Path) -> None:
+    """The peer benchmark with the servers of .venv only (no peer virtualenv needed), each answer checked first."""
+    env = {**os.environ, "WORKBENCH_HOME": str(demo_home)}
+    done = subprocess.run(
+        [sys.executable, "benchmarks/peers/bench_peers.py", "--servers", "workbench,naive,starlette", "--models",
+         "tabular", "--connections", "1,4", "--seconds", "0.3", "--inprocess", "--plot", ""],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    medians, ratios = done.stdout.split("\nmedians over 1 round\n")[1].split("\neach server / the workbench")
+    rows = {(m[1], int(m[2])): float(m[3])
+            for m in re.finditer(r"^tabular\s+(\S.*?)\s+(\d+)\s+([\d.]+)\s+[\d.]+\s+[\d.]+\s+\S+$", medians, re.M)}
+    servers = ("workbench serve", "naive FastAPI", "Starlette ceiling")
+    assert set(rows) == {(server, conns) for server in servers for conns in (1, 4)}, done.stdout
+    assert all(rate > 0 for rate in rows.values()), done.stdout
+    assert len(re.findall(r"^tabular\s+(naive FastAPI|Starlette ceiling)\s+\d+\s+[\d.]+x", ratios, re.M)) == 4
+    assert done.stdout.count("16 rows match") == 2, done.stdout  # the workbench's and the naive server's answers

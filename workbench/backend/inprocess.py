@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from workbench._sync import run_in_threadpool
+from workbench._sync import run_in_lane
 from workbench.backend.placement import EMBEDDED, check_placement
 from workbench.pipeline.graph import Pipeline, Prediction
 
@@ -18,7 +19,8 @@ class InProcessRunner:
     """A ``run_batch`` for :class:`~workbench.batching.DynamicBatcher` that runs the pipeline here.
 
     ``session.run`` releases the GIL, so batches in worker threads run in
-    parallel with the event loop.
+    parallel with the event loop. The batches run on threads of their own (``instances`` of them,
+    the pipeline's lanes here; one by default), so a deployment never waits behind another's.
     """
 
     #: Where its batches run (see :mod:`workbench.backend.placement`).
@@ -27,13 +29,18 @@ class InProcessRunner:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.variants = {s.name: s.variant for s in pipeline.inference_stages}
+        self.lanes = ThreadPoolExecutor(pipeline.instances or 1, thread_name_prefix=f"lane-{pipeline.name}")
+
+    async def aclose(self) -> None:
+        """No new batch starts on its lanes; one running now finishes."""
+        self.lanes.shutdown(wait=False)
 
     def snapshot(self) -> dict[str, Any]:
         return {"placement": "inprocess", "where": EMBEDDED, "decision": {
             "where": EMBEDDED, "reason": "this workbench runs every batch in its own process (no cluster)"}}
 
     async def __call__(self, tensors: dict[str, np.ndarray]) -> Prediction:
-        prediction = await run_in_threadpool(self.pipeline.execute, tensors)
+        prediction = await run_in_lane(self.lanes, self.pipeline.execute, tensors)
         prediction.variants = dict(self.variants)
         return prediction
 

@@ -309,7 +309,12 @@ class PlacedRunner:
                 "rules": asdict(self.rules)}
 
     async def aclose(self) -> None:
+        """Stop a load under way; close the runners' own threads (batches running now finish)."""
         if self._loading is not None:
             self._loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loading
+        for runner in (self.local, self.remote):
+            close = getattr(runner, "aclose", None)
+            if close is not None:
+                await close()

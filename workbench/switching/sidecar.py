@@ -39,6 +39,9 @@ class Sidecar:
     runner: RunBatch
 
     async def retire(self) -> None:
+        close = getattr(self.runner, "aclose", None)
+        if close is not None:
+            await close()  # NOTE: its own threads, here (an in-process or embedded runner)
         await self.backend.retire(self.name, self.generation)
 
 

@@ -109,6 +109,25 @@ def test_swapping_the_variant_changes_the_served_version(page: Page, served: Liv
     page.screenshot("dashboard-variant-swapped")
 
 
+def test_the_placement_control_moves_the_pipeline_and_says_why(page: Page, served: LiveServer) -> None:
+    def where() -> str:
+        pipelines = httpx.get(f"{served.url}/api/pipelines", timeout=30).json()
+        return str(next(p for p in pipelines if p["name"] == "tabular")["where"])
+
+    placed = page.page.locator(".wb-placed")
+    # NOTE: auto put the light tabular pipeline in the serving process, and the page says on what figures.
+    assert where() == "embedded"
+    eventually(lambda: "runs in this process" in placed.inner_text() and "trip" in placed.inner_text())
+    page.page.locator(".wb-placement select").first.select_option(label="fused")
+    eventually(lambda: where() == "remote", timeout_s=30)
+    eventually(lambda: "runs on the workers" in placed.inner_text(), timeout_s=15)
+    page.page.get_by_text("placement of tabular: fused done").wait_for(timeout=15_000)
+    page.screenshot("dashboard-placement-fused")
+    page.page.locator(".wb-placement select").first.select_option(label="auto")
+    eventually(lambda: where() == "embedded", timeout_s=30)
+    eventually(lambda: "runs in this process" in placed.inner_text(), timeout_s=15)
+
+
 def test_with_a_token_the_dashboard_takes_it_once_then_a_cookie(browser: Any, demo_home: object) -> None:
     async def start() -> Engine:
         return Engine.inprocess()

@@ -1,4 +1,4 @@
-"""The knobs of the pipeline shown: pipeline, variant, batching, latency target, auto-tune and autoscaling.
+"""The knobs of the pipeline shown: pipeline, variant, placement, batching, latency target, auto-tune, autoscaling.
 
 The widgets are built from the view-model (:class:`~workbench.ui.state.DashboardState`)
 with ``pn.Param``; each change goes to the engine's own methods, the core the control API calls.
@@ -20,6 +20,7 @@ __all__ = ["ControlsPanel", "message_pane"]
 WIDGETS = {
     "pipeline": {"type": pn.widgets.Select, "css_classes": ["wb-pipeline"]},
     "variant": {"type": pn.widgets.Select, "css_classes": ["wb-variant"]},
+    "placement": {"type": pn.widgets.Select, "css_classes": ["wb-placement"]},
     "max_batch_size": {"type": pn.widgets.IntSlider, "throttled": True, "start": 1, "end": 256,
                        "css_classes": ["wb-max-batch-size"]},
     "max_delay_ms": {"type": pn.widgets.FloatSlider, "throttled": True, "start": 0.0, "end": 50.0, "step": 0.5,
@@ -54,12 +55,19 @@ class ControlsPanel(Component):
     messages = param.Boolean(default=True, doc="Show the outcome of the last action under the knobs.")
 
     def _build(self) -> pn.viewable.Viewable:
-        batching = pn.Param(self.state, parameters=["pipeline", "variant", "max_batch_size", "max_delay_ms",
-                                                    "target_p99_ms", "auto_tune"],
-                            widgets=WIDGETS, show_name=False, sizing_mode="stretch_width", margin=0)
+        batching = pn.Param(self.state, parameters=["pipeline", "variant", "placement"], widgets=WIDGETS,
+                            show_name=False, sizing_mode="stretch_width", margin=0)
+        placed = pn.pane.HTML(pn.bind(_placed_line, self.state.param.placed), css_classes=["wb-placed"],
+                              sizing_mode="stretch_width", margin=(0, 10))
+        knobs = pn.Param(self.state, parameters=["max_batch_size", "max_delay_ms", "target_p99_ms", "auto_tune"],
+                         widgets=WIDGETS, show_name=False, sizing_mode="stretch_width", margin=0)
         scaling = pn.Param(self.state, parameters=["autoscaling", "min_workers", "max_workers"], widgets=WIDGETS,
                            show_name=False, sizing_mode="stretch_width", margin=0)
-        parts: list[pn.viewable.Viewable] = [batching, scaling]
+        parts: list[pn.viewable.Viewable] = [batching, placed, knobs, scaling]
         if self.messages:
             parts.append(message_pane(self.state))
         return card("Controls", *parts)
+
+
+def _placed_line(text: str) -> str:
+    return f"<div style='color:#555;font:12px system-ui,sans-serif'>{html.escape(text)}</div>" if text else ""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import panel as pn
 import param
 
+from workbench.backend.placement import PLACEMENTS
 from workbench.traffic.generator import PATTERNS
 from workbench.ui.feed import Sample
 
@@ -53,6 +54,11 @@ class DashboardState(param.Parameterized):
     variant: param.Selector[str | None] = param.Selector(
         default=None, objects=[], allow_None=True,
         doc="Active variant, as 'stage: variant'; choosing another swaps to it with no request dropped.")
+    placement: param.Selector[str] = param.Selector(
+        default="auto", objects=list(PLACEMENTS), label="Placement",
+        doc="Where batches run: auto (in this process when a batch costs less than a trip to a worker, else on "
+            "the workers), inprocess, fused or by-resource; a change drops no request.")
+    placed = param.String(default="", doc="Where batches run now, and why (read only).")
     max_batch_size = param.Integer(default=32, bounds=(1, None), softbounds=(1, 256),
                                    doc="Most rows in one batch.")
     max_delay_ms = param.Number(default=5.0, bounds=(0, 10_000), softbounds=(0, 50), step=0.5,
@@ -144,6 +150,9 @@ class DashboardState(param.Parameterized):
             target = (stats.get("autoscaling") or {}).get("latency_target_ms")
             values.update(max_batch_size=int(config["max_batch_size"]), max_delay_ms=float(config["max_delay_ms"]),
                           target_p99_ms=target, auto_tune=config["mode"] == "auto")
+            if stats.get("placement") in PLACEMENTS:
+                values["placement"] = stats["placement"]
+            values["placed"] = placed_text(stats.get("placed") or {})
             if not self._swapping() and (chosen != previous or not self._variants):
                 self._variants = self._variant_options(str(chosen), stats)
             active = self._active_variant(stats)
@@ -267,6 +276,15 @@ class DashboardState(param.Parameterized):
                               self.hub.link.start(self.hub.engine.swap, self.pipeline, variant, stage)))
         self._say(f"swapping {self.pipeline} to {variant}: loading and warming it on every worker...")
 
+    @param.depends("placement", watch=True)
+    def _placement_chosen(self) -> None:
+        if self._syncing or self.pipeline is None:
+            return
+        self._changed_at["placement"] = time.time()
+        self._pending.append((f"placement of {self.pipeline}: {self.placement}",
+                              self.hub.link.start(self.hub.engine.set_placement, self.pipeline, self.placement)))
+        self._say(f"moving {self.pipeline} to placement {self.placement}...")
+
     @param.depends("start_traffic", watch=True)
     def start_lab(self) -> None:
         """Start the traffic lab's load against the pipeline shown, with the pattern and rate set."""
@@ -301,6 +319,21 @@ class DashboardState(param.Parameterized):
     def _say(self, message: str, *, failed: bool = False) -> None:
         with self._quiet():
             self.param.update(message=message, failed=failed)
+
+
+def placed_text(placed: dict[str, Any]) -> str:
+    """One line: where batches run, why, and the costs it is judged on (``stats["placed"]``)."""
+    where = placed.get("where")
+    if not where:
+        return ""
+    line = f"runs {'in this process' if where == 'embedded' else 'on the workers'}"
+    reason = (placed.get("decision") or {}).get("reason")
+    if reason:
+        line += f": {reason}"
+    compute, trip = placed.get("compute_ms"), placed.get("trip_ms")
+    if compute is not None and trip is not None:
+        line += f" (now {compute:.2f} ms a batch, {trip:.2f} ms a trip)"
+    return line
 
 
 class _Quiet:

@@ -51,7 +51,8 @@ def gate(folder: Path, name: str) -> Path:
 
 
 async def test_a_light_pipeline_is_answered_while_another_holds_its_lane(wb: Workbench, tmp_path: Path) -> None:
-    wb.deploy(stalled("stalled"), batching={"mode": "realtime"})
+    # NOTE: on the worker, whatever auto would choose: lanes are the worker's.
+    wb.deploy(stalled("stalled"), batching={"mode": "realtime"}, placement="fused")
     try:
         path = gate(tmp_path, "one")
         held = asyncio.ensure_future(wb.apredict("stalled", {"gate": [str(path)]}))
@@ -72,7 +73,7 @@ async def test_a_light_pipeline_is_answered_while_another_holds_its_lane(wb: Wor
 
 
 async def test_instances_run_that_many_batches_of_a_pipeline_at_once(wb: Workbench, tmp_path: Path) -> None:
-    wb.deploy(stalled("pair", instances=2), batching={"mode": "realtime"})
+    wb.deploy(stalled("pair", instances=2), batching={"mode": "realtime"}, placement="fused")
     try:
         assert [w["nthreads"] for w in wb.stats("pair")["workers"]] == [2]
         paths = [gate(tmp_path, f"pair-{i}") for i in range(3)]

@@ -191,13 +191,7 @@ class DaskBackend:
         """A runner for a deployment its workers hold, placed as ``placement`` says (``auto``: measured now)."""
         remote = self.runner(name, generation, pipeline, "by-resource" if placement == "by-resource" else "fused")
         placed = PlacedRunner(name, check_placement(placement), remote, functools.partial(_load_here, pipeline))
-        probe = None
-        if placement == "auto":
-            from workbench.traffic.requests import request_maker
-
-            with contextlib.suppress(Exception):  # NOTE: no probe: the first batches decide
-                probe = pipeline.validate(request_maker(pipeline)(1))
-        return await placed.start(probe)
+        return await placed.start(_probe_batch(pipeline) if placement == "auto" else None)
 
     def runner(self, name: str, generation: int, pipeline: Pipeline, placement: str) -> DaskRunner:
         wants_gpu = any(s.resource == "gpu" for s in pipeline.stages)
@@ -261,6 +255,30 @@ def _lists(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_lists(item) for item in value]
     return value
+
+
+def _probe_batch(pipeline: Pipeline) -> dict[str, Any] | None:
+    """One made-up row to time the pipeline on a worker; ``None`` when its first real batches must decide.
+
+    NOTE: made-up rows never reach user code: a ``python`` stage may write somewhere, or refuse them.
+    """
+    if _has_python_stage(pipeline.to_dict()["stages"]):
+        return None
+    from workbench.traffic.requests import request_maker
+
+    try:
+        return pipeline.validate(request_maker(pipeline)(1))
+    except Exception:  # NOTE: inputs the traffic maker cannot make: the first batches decide
+        return None
+
+
+def _has_python_stage(stages: Any) -> bool:
+    """Whether a ``python`` stage is among ``stages`` (file form), or inside one of them (a ``cached`` stage)."""
+    if isinstance(stages, dict):
+        return stages.get("type") == "python" or any(_has_python_stage(v) for v in stages.values())
+    if isinstance(stages, list):
+        return any(_has_python_stage(item) for item in stages)
+    return False
 
 
 async def _load_here(pipeline: Pipeline) -> InProcessRunner:

@@ -237,8 +237,8 @@ class PlacedRunner:
     async def _probe(self, probe: Mapping[str, np.ndarray] | None) -> PlacementDecision:
         now = self._clock()
         if probe is None:
-            return PlacementDecision(REMOTE, "no probe batch for this pipeline: decided from its first batches",
-                                     time=time.time())
+            return PlacementDecision(REMOTE, "not probed (custom Python stages are never fed made-up rows): "
+                                     "decided from its first batches", time=time.time())
         try:
             await self.remote(dict(probe))  # NOTE: a first run pays for lazy set-up; not counted
             for _ in range(self.rules.probe_batches):

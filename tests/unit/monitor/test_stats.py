@@ -48,10 +48,13 @@ def test_extend_keeps_what_adding_one_by_one_keeps_across_the_ring() -> None:
     clock = ManualClock()
     one_by_one = RollingWindow(window_s=10, max_samples=7, clock=clock)
     at_once = RollingWindow(window_s=10, max_samples=7, clock=clock)
-    for block in ([1.0, 2.0, 3.0], [4.0] * 5, list(np.arange(10.0, 22.0)), [5.0]):
+    # NOTE: blocks of one (a batch of one request) take the scalar path, as a list and as a count.
+    for index, block in enumerate(([1.0, 2.0, 3.0], [4.0] * 5, list(np.arange(10.0, 22.0)), [5.0], [6.0], [7.0])):
         for v in block:
             one_by_one.add(v)
-        if len(set(block)) == 1:
+        if len(block) == 1 and index % 2:
+            at_once.extend(block)
+        elif len(set(block)) == 1:
             at_once.extend(block[0], len(block))
         else:
             at_once.extend(block)

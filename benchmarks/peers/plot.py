@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 
 def main() -> None:
@@ -30,6 +31,11 @@ def main() -> None:
         ax.set(xscale="log", yscale="log", xlabel="throughput, requests/s (log)", ylabel="latency, ms (log)",
                title=f"{model}: p50 (solid) and p99 (dashed) by offered load (connections, at p99 points)")
         ax.title.set_fontsize(9)
+        for axis in (ax.xaxis, ax.yaxis):
+            # NOTE: plain numbers at 1, 2 and 5 of each decade: the default labels of minor ticks overlap.
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            axis.set_minor_formatter(NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
     figure.suptitle(sys.argv[2] if len(sys.argv) > 2 else "", fontsize=9)

@@ -9,6 +9,7 @@ through it, so there is one copy of the logic.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import time
@@ -22,6 +23,7 @@ from workbench import switching
 from workbench.backend.inprocess import InProcessBackend
 from workbench.backend.placement import PlacedRunner, PlacementDecision, check_placement
 from workbench.batching.autotune import AutoTuner, Decision, TuningRules
+from workbench.batching.batch import AnsweredBatch
 from workbench.batching.batcher import DynamicBatcher, RunBatch
 from workbench.config import BatchingConfig
 from workbench.errors import NotDeployed, WorkbenchError
@@ -69,8 +71,10 @@ _RETIRE_GRACE_S = 30.0
 class Observer(Protocol):
     """Watches every answered request of a deployment (business metrics, shadow traffic, ...).
 
-    ``observe`` runs on the engine's loop right after the request is answered: keep it
-    to an append; anything costly belongs in ``report``, which runs when someone reads.
+    ``observe`` runs on the engine's loop right after the request's batch is answered: keep it
+    to an append; anything costly belongs in ``report``, which runs when someone reads. An
+    observer that can take the whole batch at once defines ``observe_batch(batch)``
+    (an :class:`~workbench.batching.batch.AnsweredBatch`) instead: it is then fed once per batch.
     Optional: ``labelled(pairs)`` hears of the ``(request_id, label)`` pairs posted to
     :meth:`Engine.feedback`, and ``async aclose()`` is awaited when the deployment goes.
     """
@@ -288,6 +292,7 @@ class Engine:
         batcher = DynamicBatcher(name, runner, config, pad_values=pad_values,
                                  stats=BatcherStats(observer=self.metrics.observer(name)))
         deployment = Deployment(name, pipeline, generation, placement, batcher, runner, pinned_in_flight=pinned)
+        batcher.on_batch = functools.partial(self._answered, deployment)
         for stage in pipeline.stages:
             deployment.observers.update(stage.observers())
         if pipeline.business:
@@ -422,17 +427,26 @@ class Engine:
         except WorkbenchError as exc:
             self.metrics.observer(name).request_failed(exc.status_code, 1)
             raise
-        prediction = await deployment.batcher.submit(tensors, timeout_s=timeout_s)
+        # NOTE: the log, drift and the observers hear of the request with its batch (see _answered).
+        return await deployment.batcher.submit(tensors, timeout_s=timeout_s, request_id=request_id or new_request_id())
+
+    def _answered(self, deployment: Deployment, batch: AnsweredBatch) -> None:
+        """Feed one answered batch to drift, the observers and the prediction log: once a batch, on the loop.
+
+        An observer with ``observe_batch`` hears of the batch; one without, of each of its requests.
+        """
         if deployment.drift is not None:
-            deployment.drift.record(tensors, prediction.outputs)
-        prediction.request_id = request_id or new_request_id()
-        for observer in deployment.observers.values():
-            observer.observe(tensors, prediction)
+            deployment.drift.record(batch.inputs, batch.outputs)
+        for observer in list(deployment.observers.values()):
+            per_batch = getattr(observer, "observe_batch", None)
+            if per_batch is not None:
+                per_batch(batch)
+            else:
+                for tensors, prediction in zip(batch.requests, batch.predictions):
+                    observer.observe(tensors, prediction)
         if self.predictions is not None:
-            # NOTE: only queues a record (references, no copy): the log's own thread encodes and writes it.
-            self.predictions.record(prediction.request_id, name, prediction.variants or deployment.variants,
-                                    tensors, prediction.outputs, prediction.timings_ms.get("total"))
-        return prediction
+            # NOTE: only queues one record for the batch (references, no copy): the log's own thread encodes it.
+            self.predictions.record_batch(deployment.name, batch.variants or deployment.variants, batch)
 
     # -- feedback ----------------------------------------------------------------------
     def _feedback(self) -> FeedbackLoop:

@@ -104,8 +104,9 @@ def wb(cluster: Cluster) -> Iterator[Workbench]:
         except AssertionError:
             raise AssertionError(f"workers did not join:\n{cluster.log('cpu')}\n{cluster.log('gpu')}") from None
         workbench.deploy("text", name="text-split", placement="by-resource")
-        workbench.deploy("text")
-        workbench.deploy("tabular")
+        # NOTE: on the workers, whatever auto would choose: this module tests where batches go among them.
+        workbench.deploy("text", placement="fused")
+        workbench.deploy("tabular", placement="fused")
         eventually(lambda: all(len(workbench.stats(n)["workers"]) == 2 and all(
             w["providers"] for w in workbench.stats(n)["workers"]) for n in ("text-split", "text", "tabular")),
                    what="both workers holding every deployment")

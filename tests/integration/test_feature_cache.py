@@ -94,7 +94,8 @@ def test_the_search_demo_on_a_worker_encodes_its_catalogue_once(cluster: Workben
     from workbench.demo.catalogue import PASSAGES, QUERIES
 
     texts = [text for _, text in PASSAGES]
-    cluster.deploy("search", name="search-on-worker")
+    # NOTE: on a worker, and not probed by auto (its probe rows would fill the cache first).
+    cluster.deploy("search", name="search-on-worker", placement="fused")
     try:
         for query, answer in QUERIES[:3]:
             prediction = cluster.predict("search-on-worker", {"query": [query], "candidates": [texts]})

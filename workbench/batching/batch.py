@@ -1,4 +1,4 @@
-"""Merging requests into one batch and splitting the results back.
+"""Merging requests into one batch, splitting the results back, and the batch as it was answered.
 
 Requests are stacked along the batch axis. Where their other dimensions
 differ (token sequences of different lengths), they are padded to the longest
@@ -8,11 +8,40 @@ of the batch with the tensor's pad value.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["merge", "split"]
+if TYPE_CHECKING:
+    from workbench.pipeline.graph import Prediction
+
+__all__ = ["AnsweredBatch", "merge", "split"]
+
+
+@dataclass(slots=True)
+class AnsweredBatch:
+    """One batch as it was answered: what the serving process records once per batch, not per request.
+
+    The arrays are referenced, not copied: nothing writes to them once the batch is answered.
+    """
+
+    inputs: dict[str, np.ndarray]
+    """The merged tensors the pipeline ran on."""
+    outputs: dict[str, np.ndarray]
+    """Its merged outputs."""
+    requests: list[dict[str, np.ndarray]]
+    """Each request's own tensors, in the batch's order."""
+    predictions: list[Prediction]
+    """Each request's answer: its outputs, timings and id."""
+    variants: dict[str, str]
+    """The variant of each inference stage that computed it (when the runner knows it)."""
+    run_ms: float
+    """Dispatch to results."""
+
+    @property
+    def rows(self) -> int:
+        return sum(next(iter(r.values())).shape[0] for r in self.requests) if self.requests else 0
 
 
 def _pad_to(array: np.ndarray, shape: tuple[int, ...], value: Any) -> np.ndarray:

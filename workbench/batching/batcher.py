@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.batching.batch import merge, split
+from workbench.batching.batch import AnsweredBatch, merge, split
 from workbench.config import BatchingConfig
 from workbench.errors import BackendUnavailable, WorkbenchError
 from workbench.monitor.stats import BatcherStats
@@ -64,6 +65,8 @@ from workbench.pipeline.graph import Prediction
 __all__ = ["BatcherClosed", "DeadlineExceeded", "DynamicBatcher", "Overloaded"]
 
 RunBatch = Callable[[dict[str, np.ndarray]], Awaitable[Prediction]]
+
+logger = logging.getLogger(__name__)
 
 #: Weight of the newest gap in the running estimate of the time between arrivals.
 _GAP_SMOOTHING = 0.2
@@ -119,6 +122,7 @@ class _Pending:
     future: asyncio.Future[Prediction]
     enqueued_ns: int
     deadline_ns: int | None = None
+    request_id: str = ""
     pulled_ns: int = 0
     dispatched: bool = False
     expired: bool = False
@@ -179,6 +183,9 @@ class DynamicBatcher:
         #: How many batches run at once (the workers' threads); ``max_in_flight`` may hold more, which then
         #: wait at the workers. ``None``: as many as ``max_in_flight``.
         self.runners: int | None = None
+        #: Hears of every answered batch, once, right after its requests got their answers (the prediction
+        #: log, drift and the observers are fed per batch, not per request). Its errors are logged, not raised.
+        self.on_batch: Callable[[AnsweredBatch], None] | None = None
 
     # -- knobs -------------------------------------------------------------------------
     @property
@@ -232,8 +239,11 @@ class DynamicBatcher:
         return len(self._in_flight)
 
     # -- requests ----------------------------------------------------------------------
-    async def submit(self, tensors: dict[str, np.ndarray], *, timeout_s: float | None = None) -> Prediction:
+    async def submit(self, tensors: dict[str, np.ndarray], *, timeout_s: float | None = None,
+                     request_id: str = "") -> Prediction:
         """Queue one request (already validated tensors) and await its share of a batch.
+
+        ``request_id`` comes back as the answer's ``request_id`` (and in :attr:`on_batch`).
 
         Raises :class:`Overloaded` at once when ``max_queue`` requests already wait,
         and :class:`DeadlineExceeded` when ``timeout_s`` passes before the request
@@ -257,7 +267,7 @@ class DynamicBatcher:
         self._last_arrival_ns = now
         rows = next(iter(tensors.values())).shape[0]
         deadline_ns = now + int(timeout_s * 1e9) if timeout_s is not None else None
-        pending = _Pending(tensors, rows, asyncio.get_running_loop().create_future(), now, deadline_ns)
+        pending = _Pending(tensors, rows, asyncio.get_running_loop().create_future(), now, deadline_ns, request_id)
         self._queue.put_nowait(pending)
         self._waiting_rows += rows
         if deadline_ns is None:
@@ -498,6 +508,7 @@ class DynamicBatcher:
             _GAP_SMOOTHING * rows + (1 - _GAP_SMOOTHING) * self._batch_rows)
         shared = prediction.timings_ms
         queued, forming, total = [], [], []
+        answers = []
         for pending, outputs in zip(batch, split(prediction.outputs, [p.rows for p in batch])):
             timings = {
                 "queue": (pending.pulled_ns - pending.enqueued_ns) / 1e6,
@@ -508,10 +519,18 @@ class DynamicBatcher:
             queued.append(timings["queue"])
             forming.append(timings["batch_formation"])
             total.append(timings["total"])
+            answer = Prediction(outputs, timings, prediction.variants, request_id=pending.request_id)
+            answers.append(answer)
             if not pending.future.done():  # NOTE: a caller that gave up (cancelled) is skipped
-                pending.future.set_result(Prediction(outputs, timings, prediction.variants))
+                pending.future.set_result(answer)
         # NOTE: recorded for the whole batch at once: its stages' times are the same for every request.
         self.stats.record_requests(shared, {"queue": queued, "batch_formation": forming, "total": total})
+        if self.on_batch is not None:
+            try:
+                self.on_batch(AnsweredBatch(tensors, prediction.outputs, [p.tensors for p in batch], answers,
+                                            prediction.variants, ran / 1e6))
+            except Exception:  # NOTE: what watches the answers must never take them back
+                logger.exception("pipeline %r: recording an answered batch failed", self.name)
 
     def snapshot(self) -> dict[str, Any]:
         """Statistics plus the current knobs."""

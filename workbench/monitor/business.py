@@ -60,6 +60,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from workbench.batching.batch import AnsweredBatch
     from workbench.pipeline.graph import Prediction
     from workbench.pipeline.signals import BusinessSignal
 
@@ -168,6 +169,10 @@ class BusinessMonitor:
     def observe(self, tensors: Mapping[str, Any], prediction: Prediction) -> None:
         """Note one answered request (an append: it is counted when read)."""
         self.record(prediction.outputs, prediction.variants)
+
+    def observe_batch(self, batch: AnsweredBatch) -> None:
+        """Note every request of one answered batch at once (its merged outputs: one append)."""
+        self.record(batch.outputs, batch.variants)
 
     def record(self, outputs: Mapping[str, Any], variants: Mapping[str, str] | None = None) -> None:
         """Note the outputs of one request answered by ``variants`` (what :meth:`observe` does with a prediction)."""

@@ -1,10 +1,11 @@
 """A durable log of served predictions, in SQLite, written off the request path.
 
-The request path calls :meth:`PredictionLog.record`, which only appends a small
-record (references to the request's arrays, no copy, no encoding) to a bounded
-queue (a deque: no lock, no wake-up); one background thread looks every
-``linger_s``, encodes the records and inserts them in batches, one transaction
-per batch. When the queue is full the record is dropped and
+The serving path calls :meth:`PredictionLog.record_batch` once per answered
+batch (or :meth:`PredictionLog.record` for one request), which only appends a
+small record (references to the requests' arrays, no copy, no encoding) to a
+bounded queue (a deque: no lock, no wake-up); one background thread looks every
+``linger_s``, encodes the records row by row and inserts them in bulk, one
+transaction per ``batch_rows``. When the queue is full the record is dropped and
 counted (``stats()["dropped"]``) rather than making the request wait.
 :meth:`PredictionLog.close` writes everything queued before it returns.
 
@@ -50,6 +51,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from workbench.batching.batch import AnsweredBatch
+
 __all__ = ["PredictionLog", "open_prediction_log", "parse_location"]
 
 logger = logging.getLogger(__name__)
@@ -82,6 +85,21 @@ class _Record:
     inputs: Mapping[str, np.ndarray]
     outputs: Mapping[str, np.ndarray]
     latency_ms: float | None
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The requests of one answered batch, written as one row each."""
+
+    time: float
+    pipeline: str
+    variants: Mapping[str, str]
+    batch: AnsweredBatch
+
+    def records(self) -> Iterator[_Record]:
+        for inputs, answer in zip(self.batch.requests, self.batch.predictions):
+            yield _Record(answer.request_id, self.time, self.pipeline, self.variants, inputs, answer.outputs,
+                          answer.timings_ms.get("total"))
 
 
 def parse_location(value: str | Path | None, home: Path) -> Path | None:
@@ -171,7 +189,7 @@ class PredictionLog:
             db.executescript(_SCHEMA)
         # NOTE: a deque's append and popleft are atomic: the request path takes no lock and wakes nobody
         # (queue.Queue's put took a lock and notified the writer: 3 µs of the serving thread a request).
-        self._queue: deque[_Record] = deque()
+        self._queue: deque[_Record | _Batch] = deque()
         self.max_queue = max_queue
         self._wake = threading.Event()
         self._done = threading.Condition()
@@ -196,6 +214,19 @@ class PredictionLog:
         self._accepted += 1
         return True
 
+    def record_batch(self, pipeline: str, variants: Mapping[str, str], batch: AnsweredBatch) -> bool:
+        """Queue every request of one answered batch, in one record; never blocks. ``False``: dropped.
+
+        NOTE: one append for the batch, whatever its size: the rows are made by the log's thread.
+        """
+        count = len(batch.predictions)
+        if self._closed or len(self._queue) >= self.max_queue:
+            self._dropped += count
+            return False
+        self._queue.append(_Batch(time.time(), pipeline, variants, batch))
+        self._accepted += count
+        return True
+
     # -- writing -----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
@@ -216,7 +247,13 @@ class PredictionLog:
                 self._wake.clear()
                 stopping = self._closed
                 while pending:
-                    batch = [pending.popleft() for _ in range(min(len(pending), self.batch_rows))]
+                    batch: list[_Record] = []
+                    while pending and len(batch) < self.batch_rows:
+                        entry = pending.popleft()
+                        if isinstance(entry, _Batch):
+                            batch.extend(entry.records())
+                        else:
+                            batch.append(entry)
                     self._write(db, batch)
                 if time.monotonic() >= next_retention or stopping:
                     self._apply_retention(db)
@@ -293,8 +330,8 @@ class PredictionLog:
     def stats(self) -> dict[str, Any]:
         """Where the log is, and how many records were queued, written, failed, dropped and are waiting."""
         return {"path": str(self.path), "accepted": self._accepted, "written": self._written, "failed": self._failed,
-                "dropped": self._dropped, "queued": len(self._queue), "max_rows": self.max_rows,
-                "max_age_s": self.max_age_s, "closed": self._closed}
+                "dropped": self._dropped, "queued": max(self._accepted - self._written - self._failed, 0),
+                "max_rows": self.max_rows, "max_age_s": self.max_age_s, "closed": self._closed}
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:

@@ -42,10 +42,11 @@ from workbench.switching.policy import (
     batch_sizes,
     predict,
 )
-from workbench.switching.profile import BatchGrouper, LatencyProfile
+from workbench.switching.profile import LatencyProfile, ServedBatch
 from workbench.switching.sidecar import deploy_sidecar, variant_stage
 
 if TYPE_CHECKING:
+    from workbench.batching.batch import AnsweredBatch
     from workbench.engine import Deployment, Engine
 
 __all__ = ["SwitchingController", "set_policy"]
@@ -90,7 +91,7 @@ class SwitchingController:
         self.policy_name = "fixed"
         self.policy: SwitchingPolicy | None = None
         self.profiles: dict[str, LatencyProfile] = {v: LatencyProfile() for v in self.candidates}
-        self._grouper = BatchGrouper()
+        self._served: deque[ServedBatch] = deque(maxlen=4096)
         self._arrivals: deque[tuple[float, int, int, int]] = deque()
         self._requests_seen = 0
         self._rows_seen = 0
@@ -111,11 +112,21 @@ class SwitchingController:
 
     # -- observer ----------------------------------------------------------------------
     def observe(self, tensors: Mapping[str, Any], prediction: Prediction) -> None:
+        """One request answered on its own (a batch of one)."""
         variant = prediction.variants.get(self.stage) or self.active
         rows = next(iter(tensors.values())).shape[0]
-        self._requests_seen += 1
+        timings = prediction.timings_ms
+        run_ms = timings.get("total", 0.0) - timings.get("queue", 0.0) - timings.get("batch_formation", 0.0)
+        self._heard(variant, 1, rows, run_ms)
+
+    def observe_batch(self, batch: AnsweredBatch) -> None:
+        """One answered batch: its variant, rows and run time go into that variant's profile."""
+        self._heard(batch.variants.get(self.stage) or self.active, len(batch.predictions), batch.rows, batch.run_ms)
+
+    def _heard(self, variant: str, requests: int, rows: int, run_ms: float) -> None:
+        self._requests_seen += requests
         self._rows_seen += rows
-        self._grouper.add(variant, rows, prediction.timings_ms)
+        self._served.append((variant, rows, run_ms))
 
     def report(self) -> dict[str, Any]:
         """Plain data for ``stats(name)["switching"]``."""
@@ -226,7 +237,8 @@ class SwitchingController:
             self._ticking = None
 
     def _learn(self) -> None:
-        for variant, rows, run_ms in self._grouper.drain():
+        while self._served:
+            variant, rows, run_ms = self._served.popleft()
             profile = self.profiles.get(variant)
             if profile is not None:
                 profile.add(rows, run_ms)

@@ -57,8 +57,8 @@ class ControlsPanel(Component):
     def _build(self) -> pn.viewable.Viewable:
         batching = pn.Param(self.state, parameters=["pipeline", "variant", "placement"], widgets=WIDGETS,
                             show_name=False, sizing_mode="stretch_width", margin=0)
-        placed = pn.pane.HTML(pn.bind(_placed_line, self.state.param.placed), css_classes=["wb-placed"],
-                              sizing_mode="stretch_width", margin=(0, 10))
+        placed = pn.pane.HTML(pn.bind(_placed_line, self.state.param.placed), sizing_mode="stretch_width",
+                              margin=(0, 10))
         knobs = pn.Param(self.state, parameters=["max_batch_size", "max_delay_ms", "target_p99_ms", "auto_tune"],
                          widgets=WIDGETS, show_name=False, sizing_mode="stretch_width", margin=0)
         scaling = pn.Param(self.state, parameters=["autoscaling", "min_workers", "max_workers"], widgets=WIDGETS,
@@ -70,4 +70,5 @@ class ControlsPanel(Component):
 
 
 def _placed_line(text: str) -> str:
-    return f"<div style='color:#555;font:12px system-ui,sans-serif'>{html.escape(text)}</div>" if text else ""
+    return (f"<div class='wb-placed' style='color:#555;font:12px system-ui,sans-serif'>{html.escape(text)}</div>"
+            if text else "")

@@ -338,6 +338,12 @@ def test_unknown_placement_is_refused(wb: Workbench) -> None:
     assert "nowhere" not in wb.deployments()
 
 
+def test_local_workers_yield_the_cores_to_the_serving_process(wb: Workbench) -> None:
+    # NOTE: Linux keeps a niceness per thread; the worker's own threads (its lanes among them) start from its loop's.
+    niceness = wb.engine.backend.client.run(os.nice, 0)  # type: ignore[attr-defined]
+    assert len(niceness) == 2 and set(niceness.values()) == {os.nice(0) + 5}
+
+
 def test_dashboard_link_is_served(wb: Workbench) -> None:
     link = wb.dashboard_link
     assert link is not None and urlparse(link).scheme == "http"

@@ -17,7 +17,9 @@ Placements (:data:`PLACEMENTS`):
 Workers hold every deployment whatever its placement, so offline batch and a move back to the workers
 need no load; an embedded deployment also holds its sessions in the serving process (one ONNX Runtime
 thread each: it is light, and the process serves HTTP). While embedded, one batch every
-``probe_interval_s`` still runs on a worker, so that the trip's cost stays measured.
+``probe_interval_s`` still runs on a worker, so that the trip's cost stays measured. Probe rows go
+through the pipeline like any batch (a ``cached`` stage keeps what they computed); pipelines with a
+``python`` stage are never probed, since user code may refuse made-up rows or act on them.
 
 The policy (:class:`PlacementPolicy`, pure), with ``ratio = compute_ms / trip_ms``, medians over the
 recent batches, where ``compute_ms`` is a batch's time in its stages and ``trip_ms`` a remote batch's

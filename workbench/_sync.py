@@ -15,7 +15,7 @@ from typing import ParamSpec, TypeVar
 
 import anyio.to_thread
 
-__all__ = ["run_in_lane", "run_in_threadpool"]
+__all__ = ["aclose", "run_in_lane", "run_in_threadpool"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -33,3 +33,10 @@ async def run_in_lane(lane: Executor, fn: Callable[P, T], *args: P.args, **kwarg
     limiter and cancel scope) cost a tenth of a light request's time in the serving process.
     """
     return await asyncio.get_running_loop().run_in_executor(lane, functools.partial(fn, *args, **kwargs))
+
+
+async def aclose(thing: object) -> None:
+    """Await ``thing.aclose()`` where it has one (runners and observers with threads or tasks of their own)."""
+    close = getattr(thing, "aclose", None)
+    if close is not None:
+        await close()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from workbench import switching
+from workbench._sync import aclose
 from workbench.backend.inprocess import InProcessBackend
 from workbench.backend.placement import PlacedRunner, PlacementDecision, check_placement
 from workbench.batching.autotune import AutoTuner, Decision, TuningRules
@@ -221,7 +222,7 @@ class Engine:
                 await deployment.autotuner.stop()
             await _close_observers(deployment)
             await deployment.batcher.close()
-            await _close_runner(deployment.runner)
+            await aclose(deployment.runner)
         self._deployments.clear()
         await self.backend.close()
         if self.predictions is not None:
@@ -329,7 +330,7 @@ class Engine:
             await deployment.autotuner.stop()
         await _close_observers(deployment)
         await deployment.batcher.close()
-        await _close_runner(deployment.runner)
+        await aclose(deployment.runner)
         await self.backend.retire(name, deployment.generation)
         await self.backend.publish(name, None)
 
@@ -352,13 +353,9 @@ class Engine:
             except Exception as exc:  # the variant cannot be built: the current one keeps serving
                 deployment.record("swap_failed", variant=variant, error=str(exc))
                 raise
-            old_generation, old_runner = deployment.generation, deployment.runner
-            deployment.pipeline, deployment.generation, deployment.runner = pipeline, generation, runner
-            deployment.batcher.replace_runner(runner)
-            self._fit_in_flight(deployment)
-            _hear_moves(deployment)
-            await self._drain(old_runner)
-            await _close_runner(old_runner)
+            old_generation = deployment.generation
+            deployment.pipeline, deployment.generation = pipeline, generation
+            await self._switch_runner(deployment, runner)
             await self.backend.retire(name, old_generation)
             event = deployment.record("swapped", before=before, after=deployment.variants,
                                       seconds=round(time.perf_counter() - began, 3))
@@ -374,17 +371,21 @@ class Engine:
         deployment = self.deployment(name)
         check_placement(placement)
         async with deployment.swapping:  # NOTE: a swap and a move take turns: each replaces the runner
-            old = deployment.runner
             runner = await self.backend.place(name, deployment.generation, deployment.pipeline, placement)
-            deployment.placement, deployment.runner = placement, runner
-            deployment.batcher.replace_runner(runner)
-            self._fit_in_flight(deployment)
-            _hear_moves(deployment)
-            await self._drain(old)
-            await _close_runner(old)
+            deployment.placement = placement
+            await self._switch_runner(deployment, runner)
             deployment.record("placement", placement=placement, **_where(runner))
             await self.backend.publish(name, deployment.state())
         return _placed(runner)
+
+    async def _switch_runner(self, deployment: Deployment, runner: RunBatch) -> None:
+        """Send the batches formed from now on to ``runner``; the old one's finish, then it is closed."""
+        old, deployment.runner = deployment.runner, runner
+        deployment.batcher.replace_runner(runner)
+        self._fit_in_flight(deployment)
+        _hear_moves(deployment)
+        await self._drain(old)
+        await aclose(old)
 
     @staticmethod
     async def _drain(runner: RunBatch) -> None:
@@ -797,15 +798,7 @@ def _hear_moves(deployment: Deployment) -> None:
         runner.on_decision = moved
 
 
-async def _close_runner(runner: RunBatch) -> None:
-    close = getattr(runner, "aclose", None)
-    if close is not None:
-        await close()
-
-
 async def _close_observers(deployment: Deployment) -> None:
     """Stop the observers that run tasks of their own (switching, shadow traffic)."""
     for observer in list(deployment.observers.values()):
-        close = getattr(observer, "aclose", None)
-        if close is not None:
-            await close()
+        await aclose(observer)

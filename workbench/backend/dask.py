@@ -190,7 +190,7 @@ class DaskBackend:
     async def place(self, name: str, generation: int, pipeline: Pipeline, placement: str) -> PlacedRunner:
         """A runner for a deployment its workers hold, placed as ``placement`` says (``auto``: measured now)."""
         remote = self.runner(name, generation, pipeline, "by-resource" if placement == "by-resource" else "fused")
-        placed = PlacedRunner(name, check_placement(placement), remote, functools.partial(_load_here, pipeline))
+        placed = PlacedRunner(name, placement, remote, functools.partial(_load_here, pipeline))
         return await placed.start(_probe_batch(pipeline) if placement == "auto" else None)
 
     def runner(self, name: str, generation: int, pipeline: Pipeline, placement: str) -> DaskRunner:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from workbench._sync import run_in_lane
-from workbench.backend.placement import EMBEDDED, check_placement
+from workbench.backend.placement import EMBEDDED, PlacementDecision, check_placement
 from workbench.pipeline.graph import Pipeline, Prediction
 
 __all__ = ["InProcessBackend", "InProcessRunner"]
@@ -36,8 +36,8 @@ class InProcessRunner:
         self.lanes.shutdown(wait=False)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"placement": "inprocess", "where": EMBEDDED, "decision": {
-            "where": EMBEDDED, "reason": "this workbench runs every batch in its own process (no cluster)"}}
+        reason = "this workbench runs every batch in its own process (no cluster)"
+        return {"placement": "inprocess", "where": EMBEDDED, "decision": PlacementDecision(EMBEDDED, reason).to_dict()}
 
     async def __call__(self, tensors: dict[str, np.ndarray]) -> Prediction:
         prediction = await run_in_lane(self.lanes, self.pipeline.execute, tensors)

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench._sync import aclose
 from workbench.errors import WorkbenchError
 from workbench.pipeline.graph import Prediction
 
@@ -317,6 +318,4 @@ class PlacedRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loading
         for runner in (self.local, self.remote):
-            close = getattr(runner, "aclose", None)
-            if close is not None:
-                await close()
+            await aclose(runner)

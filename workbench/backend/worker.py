@@ -83,14 +83,17 @@ class DeploymentPlugin(WorkerPlugin):
         self.pipeline: Pipeline | None = None
         self.segments: list[Segment] = []
         self.lanes: ThreadPoolExecutor | None = None
+        #: Lanes on this worker, once set up (``instances``, or the worker's threads).
+        self.lane_count = instances or 1
 
     async def setup(self, worker: Worker) -> None:
         install_handler(worker)
         began = time.perf_counter()
-        self.lanes = ThreadPoolExecutor(self._lanes(worker), thread_name_prefix=f"lane-{self.deployment}")
+        self.lane_count = self.instances or max(worker.state.nthreads, 1)
+        self.lanes = ThreadPoolExecutor(self.lane_count, thread_name_prefix=f"lane-{self.deployment}")
         # NOTE: creating sessions holds the GIL for a while; a thread keeps the worker's
         # event loop (heartbeats, other deployments' batches) turning meanwhile.
-        self.pipeline = await asyncio.get_running_loop().run_in_executor(None, self._build, self._lanes(worker))
+        self.pipeline = await asyncio.get_running_loop().run_in_executor(None, self._build)
         self.segments = self.pipeline.segments()
         # NOTE: the recorder is process-wide (installed once, whatever the number of deployments); Dask's own
         # GIL monitor, where it runs (gilknocker installed), stands in for our sampler.
@@ -101,14 +104,11 @@ class DeploymentPlugin(WorkerPlugin):
             "event": "ready", **self.describe(worker), "load_ms": (time.perf_counter() - began) * 1e3,
         })
 
-    def _lanes(self, worker: Worker) -> int:
-        return self.instances if self.instances is not None else max(worker.state.nthreads, 1)
-
-    def _build(self, lanes: int) -> Pipeline:
+    def _build(self) -> Pipeline:
         root = self.spec.get("repository")
         if root is None:
             return Pipeline.from_dict(self.spec)
-        return Pipeline.from_dict(self.spec, repository=shared_repository(root, lane_threads(lanes)))
+        return Pipeline.from_dict(self.spec, repository=shared_repository(root, lane_threads(self.lane_count)))
 
     def teardown(self, worker: Worker) -> None:
         self.pipeline = None
@@ -122,8 +122,8 @@ class DeploymentPlugin(WorkerPlugin):
         providers = {s.name: s.provider for s in self.pipeline.inference_stages} if self.pipeline else {}
         return {
             "deployment": self.deployment, "generation": self.generation, "worker": worker.address,
-            "resources": dict(worker.state.total_resources), "nthreads": self._lanes(worker),
-            "providers": providers, "intra_op_threads": lane_threads(self._lanes(worker)),
+            "resources": dict(worker.state.total_resources), "nthreads": self.lane_count,
+            "providers": providers, "intra_op_threads": lane_threads(self.lane_count),
         }
 
 

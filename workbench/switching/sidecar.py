@@ -13,6 +13,7 @@ import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from workbench._sync import aclose
 from workbench.batching.batcher import RunBatch
 from workbench.errors import WorkbenchError
 from workbench.pipeline.graph import Pipeline
@@ -39,9 +40,7 @@ class Sidecar:
     runner: RunBatch
 
     async def retire(self) -> None:
-        close = getattr(self.runner, "aclose", None)
-        if close is not None:
-            await close()  # NOTE: its own threads, here (an in-process or embedded runner)
+        await aclose(self.runner)  # NOTE: its own threads, here (an in-process or embedded runner)
         await self.backend.retire(self.name, self.generation)
 
 

@@ -19,9 +19,9 @@ from workbench.switching.policy import (
            SwitchingPolicy,
            SwitchingRules,
 )
-from workbench.switching.profile import LatencyProfile
+from workbench.switching.profile import BatchGrouper, LatencyProfile
 from workbench.switching.shadow import ShadowTraffic, start_shadow, stop_shadow
 
-__all__ = ["POLICIES", "Candidate", "Estimate", "LatencyProfile", "Load", "ShadowTraffic",
+__all__ = ["POLICIES", "BatchGrouper", "Candidate", "Estimate", "LatencyProfile", "Load", "ShadowTraffic",
            "SwitchDecision", "SwitchingController", "SwitchingPolicy", "SwitchingRules", "set_policy", "start_shadow",
            "stop_shadow"]

@@ -42,11 +42,10 @@ from workbench.switching.policy import (
     batch_sizes,
     predict,
 )
-from workbench.switching.profile import LatencyProfile, ServedBatch
+from workbench.switching.profile import BatchGrouper, LatencyProfile
 from workbench.switching.sidecar import deploy_sidecar, variant_stage
 
 if TYPE_CHECKING:
-    from workbench.batching.batch import AnsweredBatch
     from workbench.engine import Deployment, Engine
 
 __all__ = ["SwitchingController", "set_policy"]
@@ -91,7 +90,7 @@ class SwitchingController:
         self.policy_name = "fixed"
         self.policy: SwitchingPolicy | None = None
         self.profiles: dict[str, LatencyProfile] = {v: LatencyProfile() for v in self.candidates}
-        self._served: deque[ServedBatch] = deque(maxlen=4096)
+        self._grouper = BatchGrouper()
         self._arrivals: deque[tuple[float, int, int, int]] = deque()
         self._requests_seen = 0
         self._rows_seen = 0
@@ -112,21 +111,11 @@ class SwitchingController:
 
     # -- observer ----------------------------------------------------------------------
     def observe(self, tensors: Mapping[str, Any], prediction: Prediction) -> None:
-        """One request answered on its own (a batch of one)."""
         variant = prediction.variants.get(self.stage) or self.active
         rows = next(iter(tensors.values())).shape[0]
-        timings = prediction.timings_ms
-        run_ms = timings.get("total", 0.0) - timings.get("queue", 0.0) - timings.get("batch_formation", 0.0)
-        self._heard(variant, 1, rows, run_ms)
-
-    def observe_batch(self, batch: AnsweredBatch) -> None:
-        """One answered batch: its variant, rows and run time go into that variant's profile."""
-        self._heard(batch.variants.get(self.stage) or self.active, len(batch.predictions), batch.rows, batch.run_ms)
-
-    def _heard(self, variant: str, requests: int, rows: int, run_ms: float) -> None:
-        self._requests_seen += requests
+        self._requests_seen += 1
         self._rows_seen += rows
-        self._served.append((variant, rows, run_ms))
+        self._grouper.add(variant, rows, prediction.timings_ms)
 
     def report(self) -> dict[str, Any]:
         """Plain data for ``stats(name)["switching"]``."""
@@ -237,8 +226,7 @@ class SwitchingController:
             self._ticking = None
 
     def _learn(self) -> None:
-        while self._served:
-            variant, rows, run_ms = self._served.popleft()
+        for variant, rows, run_ms in self._grouper.drain():
             profile = self.profiles.get(variant)
             if profile is not None:
                 profile.add(rows, run_ms)

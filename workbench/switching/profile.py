@@ -5,18 +5,25 @@ A :class:`LatencyProfile` keeps, per batch size, the run times of recent batches
 run time at any batch size: measured sizes as they are, sizes in between by
 linear interpolation, larger sizes by the per-row cost of the largest measured.
 
-The switching controller feeds it the batches it hears of (``observe_batch``),
-so a profile learns from live traffic.
+:class:`BatchGrouper` recovers served batches from answered requests, so that a
+profile learns from live traffic through the engine's observers alone (nothing
+is added to the batcher): requests answered from one batch carry the same
+stage timings (the batch's), and their rows add up to the batch's rows.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
-__all__ = ["LatencyProfile", "ServedBatch"]
+__all__ = ["BatchGrouper", "LatencyProfile", "ServedBatch"]
+
+#: Timings of a request that are its own, not its batch's (see :meth:`DynamicBatcher._dispatch`).
+_OWN_TIMINGS = ("queue", "batch_formation", "total")
 
 ServedBatch = tuple[str, int, float]
 """``(variant, rows, run time in ms)`` of one batch."""
@@ -86,3 +93,40 @@ class LatencyProfile:
         """Per batch size measured: batches kept, median and p99 run time (ms)."""
         return {rows: {"batches": len(runs), "p50_ms": round(self._at(rows, 0.5), 3),
                        "p99_ms": round(self._at(rows, 0.99), 3)} for rows, runs in sorted(self._runs.items())}
+
+
+class BatchGrouper:
+    """Served batches recovered from the requests they answered, one :meth:`add` per request.
+
+    A batch is complete once a :meth:`drain` has passed since its last request: the
+    requests of one batch are answered within one pass of the event loop, and two drains
+    are an interval apart, so no batch is cut in two.
+    """
+
+    def __init__(self) -> None:
+        # NOTE: batch key -> [variant, rows, run ms, drains seen]; a dict, not one "current" batch, since
+        # the answers of two batches that finish together may interleave.
+        self._open: dict[tuple[Any, ...], list[Any]] = {}
+
+    def add(self, variant: str, rows: int, timings_ms: Mapping[str, float]) -> None:
+        try:
+            run_ms = timings_ms["total"] - timings_ms["queue"] - timings_ms["batch_formation"]
+        except KeyError:
+            return
+        stages = tuple(v for k, v in timings_ms.items() if k not in _OWN_TIMINGS)
+        # NOTE: without stage timings, the run time itself (equal to the microsecond within one batch) is the key.
+        key = (variant, stages) if stages else (variant, round(run_ms, 3))
+        group = self._open.get(key)
+        if group is None:
+            self._open[key] = [variant, rows, run_ms, 0]
+        else:
+            group[1] += rows
+
+    def drain(self) -> Iterator[ServedBatch]:
+        """The batches complete by now (each once)."""
+        for key, group in list(self._open.items()):
+            if group[3]:
+                del self._open[key]
+                yield group[0], group[1], group[2]
+            else:
+                group[3] = 1

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from workbench.switching import LatencyProfile
+from workbench.switching import BatchGrouper, LatencyProfile
 
 
 def test_profile_answers_measured_interpolated_and_larger_batch_sizes() -> None:
@@ -28,3 +28,29 @@ def test_profile_ignores_impossible_samples() -> None:
     profile.add(2, float("nan"))
     profile.add(2, -1.0)
     assert not profile and profile.batches == 0
+
+
+def _timings(queue: float, stage_ms: float, run_ms: float) -> dict[str, float]:
+    return {"queue": queue, "batch_formation": 0.5, "tokenize": 0.1, "encoder": stage_ms,
+            "total": queue + 0.5 + run_ms}
+
+
+def test_grouper_recovers_each_batch_once_it_is_complete() -> None:
+    grouper = BatchGrouper()
+    # NOTE: two batches answered together, their requests interleaved; each request has its own queue time.
+    grouper.add("fp32", 1, _timings(1.0, 7.0, 8.0))
+    grouper.add("int8", 2, _timings(0.2, 3.0, 4.0))
+    grouper.add("fp32", 3, _timings(2.0, 7.0, 8.0))
+    assert list(grouper.drain()) == [], "a batch may still have answers to come until the next drain"
+    grouper.add("fp32", 1, _timings(3.0, 7.0, 8.0))
+    batches = sorted(grouper.drain())
+    assert [(v, rows) for v, rows, _ in batches] == [("fp32", 5), ("int8", 2)]
+    assert [run for _, _, run in batches] == [pytest.approx(8.0), pytest.approx(4.0)]
+    assert list(grouper.drain()) == []
+
+
+def test_grouper_skips_requests_without_batch_timings() -> None:
+    grouper = BatchGrouper()
+    grouper.add("fp32", 1, {"total": 3.0})
+    list(grouper.drain())
+    assert list(grouper.drain()) == []

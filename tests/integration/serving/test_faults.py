@@ -124,7 +124,10 @@ async def test_a_request_whose_deadline_passes_in_the_queue_gets_504_and_is_not_
     late = text_request(["late"] * 3)  # NOTE: 3 rows: never merged with the 8-row requests ahead of it
     async with client(connections=64) as http:
         before = await _stats(http, served.url, "text")
-        backlog = [asyncio.ensure_future(post(http, url, _text(i))) for i in range(BACKLOG)]
+        # NOTE: the backlog carries its own long deadline: some of it may reach the server only after the
+        # server's default is set to 20 ms below, and a request's own deadline overrides that default.
+        patient_ms = {"parameters": {"timeout_ms": 600_000}}
+        backlog = [asyncio.ensure_future(post(http, url, {**_text(i), **patient_ms})) for i in range(BACKLOG)]
 
         async def queued() -> bool:
             return (await _stats(http, served.url, "text"))["queue_depth"] >= 16
@@ -139,7 +142,7 @@ async def test_a_request_whose_deadline_passes_in_the_queue_gets_504_and_is_not_
         try:
             by_default = await post(http, url, late)
             # NOTE: a request's own deadline overrides the server's default.
-            patient = asyncio.ensure_future(post(http, url, {**_text(99), "parameters": {"timeout_ms": 600_000}}))
+            patient = asyncio.ensure_future(post(http, url, {**_text(99), **patient_ms}))
             await asyncio.sleep(0.2)
         finally:
             config.default_timeout_ms = None

@@ -85,7 +85,11 @@ async def test_surge_switches_to_the_faster_variant_and_back_after_it(text_pipel
 
         moves = [(round(s["time"] - began, 1), s["after"], s["reason"]) for s in _switches(engine)]
         assert began + PERIOD_S / 3 <= to_int8["time"] < began + 2 * PERIOD_S / 3 + 3, f"int8 with the surge: {moves}"
-        assert back["time"] >= began + 2 * PERIOD_S / 3 and back["time"] > to_int8["time"], f"fp32 after: {moves}"
+        # NOTE: the controller decides every interval_s on the arrivals of its window; on a shared machine the
+        # generator can fall behind in the surge's last second, and a decision then reads the rate as fallen.
+        slack = RULES["interval_s"] + RULES["confirm_s"]
+        assert back["time"] >= began + 2 * PERIOD_S / 3 - slack and back["time"] > to_int8["time"] + RULES["dwell_s"], \
+            f"fp32 after: {moves}"
         assert "fp32 is over the target" in to_int8["reason"] and to_int8["before"] == "fp32"
         assert "ranks above int8" in back["reason"] and back["before"] == "int8"
         assert report["failed"] == 0 and report["ok"] == report["sent"] > 0

@@ -1,13 +1,16 @@
-"""A durable log of served predictions, in SQLite, written off the request path.
+"""A durable log of served predictions, in SQLite, written by a process of its own.
 
 The serving path calls :meth:`PredictionLog.record_batch` once per answered
 batch (or :meth:`PredictionLog.record` for one request), which only appends a
-small record (references to the requests' arrays, no copy, no encoding) to a
-bounded queue (a deque: no lock, no wake-up); one background thread looks every
-``linger_s``, encodes the records row by row and inserts them in bulk, one
-transaction per ``batch_rows``. When the queue is full the record is dropped and
-counted (``stats()["dropped"]``) rather than making the request wait.
-:meth:`PredictionLog.close` writes everything queued before it returns.
+small record (references to the batch's arrays, no copy, no encoding) to a
+bounded queue (a deque: no lock, no wake-up). One thread looks every
+``linger_s`` and frames what gathered (each batch's merged arrays as raw bytes)
+for the writer process (:mod:`workbench.monitor.predlog_writer`), which encodes
+the rows and inserts them, one transaction per ``batch_rows``; the per-row work
+never holds the serving process's GIL. When the queue is full the record is
+dropped and counted (``stats()["dropped"]``) rather than making the request
+wait. :meth:`PredictionLog.close` writes everything queued before it returns;
+a writer that dies is started again, the rows it held counted as failed.
 
 What a row holds (table ``predictions``)::
 
@@ -30,76 +33,108 @@ keep their digest only, which still joins them to the data they came from.
 
 Labels posted later (:mod:`workbench.monitor.feedback`) live in table ``labels``
 (pipeline, request_id, label as JSON, time). Retention (``max_rows``,
-``max_age_s``) is applied by the writer thread when it opens the file and every
-``retention_interval_s``.
+``max_age_s``) is applied by the writer when it starts, every
+``retention_interval_s`` and before it stops.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import json
 import logging
+import math
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from workbench.batching.batch import AnsweredBatch
+from workbench.monitor import predlog_writer
+from workbench.monitor.predlog_writer import COLUMNS, JSON, NO_DATA, PREFIX, RAW, SCHEMA, dumps, transaction
 
 __all__ = ["PredictionLog", "open_prediction_log", "parse_location"]
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    seq INTEGER PRIMARY KEY, request_id TEXT NOT NULL, time REAL NOT NULL, pipeline TEXT NOT NULL,
-    variant TEXT, variants TEXT, input_digest TEXT NOT NULL, inputs TEXT, outputs TEXT NOT NULL, latency_ms REAL
-);
-CREATE INDEX IF NOT EXISTS predictions_request ON predictions (pipeline, request_id);
-CREATE INDEX IF NOT EXISTS predictions_time ON predictions (time);
-CREATE TABLE IF NOT EXISTS labels (
-    pipeline TEXT NOT NULL, request_id TEXT NOT NULL, label TEXT NOT NULL, time REAL NOT NULL,
-    PRIMARY KEY (pipeline, request_id)
-);
-"""
-_COLUMNS = ("request_id", "time", "pipeline", "variant", "variants", "input_digest", "inputs", "outputs",
-            "latency_ms")
-_INSERT = f"INSERT INTO predictions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 #: Most ids in one ``IN (...)``: SQLite's default limit on host parameters is 999 before 3.32.
 _CHUNK = 500
+#: Most records framed at once: a frame stays a few MiB at most, and the writer starts on it sooner.
+_FRAME_RECORDS = 256
 
 
-@dataclass(slots=True)
-class _Record:
-    request_id: str
-    time: float
-    pipeline: str
-    variants: Mapping[str, str]
-    inputs: Mapping[str, np.ndarray]
-    outputs: Mapping[str, np.ndarray]
-    latency_ms: float | None
+class _Single:
+    """One request recorded on its own (:meth:`PredictionLog.record`): framed as a batch of one."""
+
+    __slots__ = ("inputs", "outputs", "predictions", "requests")
+
+    def __init__(self, request_id: str, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
+                 latency_ms: float | None) -> None:
+        self.inputs = {name: np.asarray(value) for name, value in inputs.items()}
+        self.outputs = {name: np.asarray(value) for name, value in outputs.items()}
+        self.requests = [self.inputs]
+        self.predictions = [(request_id, latency_ms)]
 
 
-@dataclass(slots=True)
-class _Batch:
-    """The requests of one answered batch, written as one row each."""
+def _answers(batch: AnsweredBatch | _Single) -> tuple[list[str], list[float | None]]:
+    if isinstance(batch, _Single):
+        return [batch.predictions[0][0]], [batch.predictions[0][1]]
+    return [p.request_id for p in batch.predictions], [p.timings_ms.get("total") for p in batch.predictions]
 
-    time: float
-    pipeline: str
-    variants: Mapping[str, str]
-    batch: AnsweredBatch
 
-    def records(self) -> Iterator[_Record]:
-        for inputs, answer in zip(self.batch.requests, self.batch.predictions):
-            yield _Record(answer.request_id, self.time, self.pipeline, self.variants, inputs, answer.outputs,
-                          answer.timings_ms.get("total"))
+class _Framer:
+    """Frames queued records for the writer: a JSON header and the arrays' bytes, no per-row work."""
+
+    def __init__(self, output_max_values: int) -> None:
+        self.output_max_values = output_max_values
+
+    def frame(self, entries: Sequence[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]]) -> list[Any]:
+        header: list[dict[str, Any]] = []
+        data: list[Any] = []
+        for at, pipeline, variants, batch in entries:
+            ids, latencies = _answers(batch)
+            rows = [next(iter(r.values())).shape[0] if r else 0 for r in batch.requests]
+            item: dict[str, Any] = {"t": at, "p": pipeline, "v": dict(variants), "ids": ids, "lat": latencies,
+                                    "rows": rows}
+            if len(batch.requests) == 1 or self._unpadded(batch):
+                item["in"] = [self._array(name, value, data) for name, value in batch.inputs.items()]
+            else:
+                item["in_each"] = [[self._array(name, value, data) for name, value in r.items()]
+                                   for r in batch.requests]
+            fewest = min(rows, default=0)
+            item["out"] = [self._array(name, value, data, over=fewest * math.prod(np.shape(value)[1:])
+                                       > self.output_max_values) for name, value in batch.outputs.items()]
+            header.append(item)
+        head = dumps(header)
+        return [PREFIX.pack(len(head), sum(len(part) for part in data)), head, *data]
+
+    @staticmethod
+    def _unpadded(batch: AnsweredBatch | _Single) -> bool:
+        """Whether the merged inputs are the requests' own, stacked (no request was padded)."""
+        return all(r[name].shape[1:] == merged.shape[1:] for name, merged in batch.inputs.items()
+                   for r in batch.requests)
+
+    @staticmethod
+    def _array(name: str, value: Any, data: list[Any], over: bool = False) -> list[Any]:
+        array = np.asarray(value)
+        shape = list(array.shape)
+        if over:
+            return [name, array.dtype.str, shape, 0, NO_DATA]
+        if array.dtype.kind in "OUS":
+            part: Any = dumps(array)
+            how = JSON
+        else:
+            part = np.ascontiguousarray(array).data.cast("B")
+            how = RAW
+        data.append(part)
+        return [name, array.dtype.str, shape, len(part), how]
 
 
 def parse_location(value: str | Path | None, home: Path) -> Path | None:
@@ -137,7 +172,7 @@ def open_prediction_log() -> PredictionLog | None:
 
 
 class PredictionLog:
-    """Predictions logged to a SQLite file by one background thread.
+    """Predictions logged to a SQLite file by a writer process, fed by one thread of this process.
 
     Parameters
     ----------
@@ -148,7 +183,7 @@ class PredictionLog:
     max_age_s
         Rows older than this are deleted. ``None``: no bound by age.
     max_queue
-        Records waiting to be written at most; beyond, new ones are dropped and counted.
+        Records (answered batches) waiting to be framed at most; beyond, new ones are dropped and counted.
     inputs_max_bytes
         Inputs whose JSON is larger are stored as their digest only.
     output_max_values
@@ -158,7 +193,9 @@ class PredictionLog:
     batch_rows
         Most rows written in one transaction.
     linger_s
-        How long the writer lets records gather once one arrives, before it writes them.
+        How long records gather once one arrives, before they go to the writer.
+    nice
+        How much lower the writer process's scheduling priority is: the front answers first.
 
     Examples
     --------
@@ -169,7 +206,8 @@ class PredictionLog:
 
     def __init__(self, path: str | Path, *, max_rows: int | None = 1_000_000, max_age_s: float | None = None,
                  max_queue: int = 10_000, inputs_max_bytes: int = 4096, output_max_values: int = 1024,
-                 retention_interval_s: float = 30.0, batch_rows: int = 512, linger_s: float = 0.05) -> None:
+                 retention_interval_s: float = 30.0, batch_rows: int = 512, linger_s: float = 0.05,
+                 nice: int = 5) -> None:
         if max_rows is not None and max_rows < 1:
             raise ValueError("max_rows must be an integer >= 1 (or None for no bound)")
         if max_age_s is not None and not max_age_s > 0:
@@ -184,18 +222,27 @@ class PredictionLog:
         self.retention_interval_s, self.batch_rows = retention_interval_s, max(1, batch_rows)
         self.linger_s = max(0.0, linger_s)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db:
+        with closing(predlog_writer.connect(self.path)) as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+            db.executescript(SCHEMA)
+        self._options = {"max_rows": max_rows, "max_age_s": max_age_s, "inputs_max_bytes": inputs_max_bytes,
+                         "output_max_values": output_max_values, "retention_interval_s": retention_interval_s,
+                         "batch_rows": self.batch_rows, "nice": nice}
+        self._framer = _Framer(output_max_values)
         # NOTE: a deque's append and popleft are atomic: the request path takes no lock and wakes nobody
         # (queue.Queue's put took a lock and notified the writer: 3 µs of the serving thread a request).
-        self._queue: deque[_Record | _Batch] = deque()
+        self._queue: deque[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]] = deque()
         self.max_queue = max_queue
         self._wake = threading.Event()
         self._done = threading.Condition()
-        self._accepted = self._written = self._failed = self._dropped = 0
+        self._accepted = self._sent = self._written = self._failed = self._dropped = 0
+        self.restarts = 0
         self._closed = False
-        self._thread = threading.Thread(target=self._write_loop, name=f"prediction-log:{self.path.name}", daemon=True)
+        self._stop_timeout_s = 60.0
+        self._writer: subprocess.Popen[bytes] | None = None
+        self._acks: threading.Thread | None = None
+        self._start_writer()
+        self._thread = threading.Thread(target=self._send_loop, name=f"prediction-log:{self.path.name}", daemon=True)
         self._thread.start()
 
     # -- the request path --------------------------------------------------------------
@@ -205,111 +252,124 @@ class PredictionLog:
 
         NOTE: the arrays are referenced, not copied: the serving path never writes to them after answering.
         """
-        # NOTE: += on an int attribute is not atomic across threads, but only the loop thread records:
-        # the counts are exact there, and merely approximate if several threads record at once.
-        if self._closed or len(self._queue) >= self.max_queue:
-            self._dropped += 1
-            return False
-        self._queue.append(_Record(request_id, time.time(), pipeline, variants, inputs, outputs, latency_ms))
-        self._accepted += 1
-        return True
+        return self._put(pipeline, variants, _Single(request_id, inputs, outputs, latency_ms), 1)
 
     def record_batch(self, pipeline: str, variants: Mapping[str, str], batch: AnsweredBatch) -> bool:
         """Queue every request of one answered batch, in one record; never blocks. ``False``: dropped.
 
-        NOTE: one append for the batch, whatever its size: the rows are made by the log's thread.
+        NOTE: one append for the batch, whatever its size: its arrays are framed by the log's thread.
         """
-        count = len(batch.predictions)
+        return self._put(pipeline, variants, batch, len(batch.predictions))
+
+    def _put(self, pipeline: str, variants: Mapping[str, str], batch: AnsweredBatch | _Single, count: int) -> bool:
+        # NOTE: += on an int attribute is not atomic across threads, but only the loop thread records:
+        # the counts are exact there, and merely approximate if several threads record at once.
         if self._closed or len(self._queue) >= self.max_queue:
             self._dropped += count
             return False
-        self._queue.append(_Batch(time.time(), pipeline, variants, batch))
+        self._queue.append((time.time(), pipeline, variants, batch))
         self._accepted += count
         return True
 
-    # -- writing -----------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        db.execute("PRAGMA busy_timeout=30000")
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
+    # -- feeding the writer ------------------------------------------------------------
+    def _start_writer(self) -> None:
+        # NOTE: -P: the script's folder (this package's) is not put on sys.path, where its modules would
+        # shadow others; the writer imports nothing of the workbench.
+        self._writer = subprocess.Popen(
+            [sys.executable, "-P", predlog_writer.__file__, str(self.path), json.dumps(self._options)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        self._acks = threading.Thread(target=self._read_acks, args=(self._writer,),
+                                      name=f"prediction-log-acks:{self.path.name}", daemon=True)
+        self._acks.start()
 
-    def _write_loop(self) -> None:
-        db = self._connect()
-        pending = self._queue
-        try:
-            self._apply_retention(db)
-            next_retention = time.monotonic() + self.retention_interval_s
-            while True:
-                # NOTE: woken early only by flush() and close(); otherwise records gather for linger_s, and
-                # are written a transaction per batch_rows.
-                self._wake.wait(max(self.linger_s, 0.001))
-                self._wake.clear()
-                stopping = self._closed
-                while pending:
-                    batch: list[_Record] = []
-                    while pending and len(batch) < self.batch_rows:
-                        entry = pending.popleft()
-                        if isinstance(entry, _Batch):
-                            batch.extend(entry.records())
-                        else:
-                            batch.append(entry)
-                    self._write(db, batch)
-                if time.monotonic() >= next_retention or stopping:
-                    self._apply_retention(db)
-                    next_retention = time.monotonic() + self.retention_interval_s
-                if stopping:
-                    return
-        finally:
-            db.close()
+    def _read_acks(self, writer: subprocess.Popen[bytes]) -> None:
+        assert writer.stdout is not None
+        for line in writer.stdout:
+            written, failed = (int(part) for part in line.split())
+            with self._done:
+                self._written += written
+                self._failed += failed
+                self._done.notify_all()
+        writer.stdout.close()
+        writer.wait()
+        self._count_lost()
 
-    def _write(self, db: sqlite3.Connection, batch: list[_Record]) -> None:
-        failed = 0
-        try:
-            rows = [self._row(r) for r in batch]
-            with _transaction(db):
-                db.executemany(_INSERT, rows)
-        except Exception:  # NOTE: one bad batch must not stop the writer; it is counted and logged
-            logger.exception("could not log %d predictions to %s", len(batch), self.path)
-            failed = len(batch)
+    def _count_lost(self) -> None:
+        """What was sent to a writer that is gone and never acknowledged counts as failed."""
         with self._done:
-            self._written += len(batch) - failed
-            self._failed += failed
+            lost = self._sent - self._written - self._failed
+            if lost > 0:
+                self._failed += lost
             self._done.notify_all()
 
-    def _row(self, r: _Record) -> tuple[Any, ...]:
-        digest = hashlib.blake2b(digest_size=16)
-        inputs: dict[str, Any] = {}
-        for name in sorted(r.inputs):
-            array = np.asarray(r.inputs[name])
-            values = array.tolist() if array.dtype.kind in "OUS" else None
-            digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
-            digest.update(_dumps(values) if values is not None else np.ascontiguousarray(array).tobytes())
-            inputs[name] = values if values is not None else array
-        encoded = _dumps(inputs)
-        outputs = {name: (array if np.size(array) <= self.output_max_values
-                          else {"dtype": np.asarray(array).dtype.str, "shape": list(np.shape(array))})
-                   for name, array in r.outputs.items()}
-        first = next(iter(r.variants.values()), None)
-        return (r.request_id, r.time, r.pipeline, first, _dumps(dict(r.variants)).decode(), digest.hexdigest(),
-                encoded.decode() if len(encoded) <= self.inputs_max_bytes else None, _dumps(outputs).decode(),
-                r.latency_ms)
+    def _send_loop(self) -> None:
+        pending = self._queue
+        while True:
+            # NOTE: woken early only by flush() and close(); otherwise records gather for linger_s.
+            self._wake.wait(max(self.linger_s, 0.001))
+            self._wake.clear()
+            stopping = self._closed
+            while pending:
+                entries: list[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]] = []
+                while pending and len(entries) < _FRAME_RECORDS:
+                    entries.append(pending.popleft())
+                self._send(entries)
+            if stopping:
+                break
+        self._stop_writer()
 
-    def _apply_retention(self, db: sqlite3.Connection) -> None:
+    def _send(self, entries: list[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]]) -> None:
+        count = sum(len(_answers(batch)[0]) for _, _, _, batch in entries)
+        writer = self._writer
         try:
-            with _transaction(db):
-                if self.max_age_s is not None:
-                    db.execute("DELETE FROM predictions WHERE time < ?", (time.time() - self.max_age_s,))
-                if self.max_rows is not None:
-                    # NOTE: seq only grows and rows only leave from the oldest end, so the newest max_rows are
-                    # those above max(seq) - max_rows: one look at the end of the index, where an OFFSET
-                    # walked a million entries (0.15 s of CPU every retention_interval_s).
-                    db.execute("DELETE FROM predictions WHERE seq <= (SELECT max(seq) FROM predictions) - ?",
-                               (self.max_rows,))
-                db.execute("DELETE FROM labels WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE "
-                           "p.pipeline = labels.pipeline AND p.request_id = labels.request_id)")
-        except sqlite3.Error:
-            logger.exception("could not apply the retention bounds to %s", self.path)
+            parts = self._framer.frame(entries)
+        except Exception:  # NOTE: a record that cannot be framed must not stop the log; counted and logged
+            logger.exception("could not frame %d predictions for %s", count, self.path)
+            with self._done:
+                self._failed += count
+                self._done.notify_all()
+            return
+        if writer is None or writer.poll() is not None:
+            self._restart_writer()
+            writer = self._writer
+        assert writer is not None and writer.stdin is not None
+        with self._done:
+            self._sent += count
+        try:
+            writer.stdin.writelines(parts)
+            writer.stdin.flush()
+        except (OSError, ValueError):
+            logger.error("the prediction log writer for %s stopped; %d predictions are lost", self.path, count)
+            self._restart_writer()
+
+    def _restart_writer(self) -> None:
+        old, acks = self._writer, self._acks
+        if old is not None:
+            with contextlib.suppress(OSError, ValueError):
+                old.stdin.close()  # type: ignore[union-attr]
+            old.kill()
+            if acks is not None:
+                acks.join()
+        self._count_lost()
+        self.restarts += 1
+        logger.warning("starting the prediction log writer for %s again (exit code %s)", self.path,
+                       None if old is None else old.returncode)
+        self._start_writer()
+
+    def _stop_writer(self) -> None:
+        writer, acks = self._writer, self._acks
+        if writer is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            writer.stdin.close()  # type: ignore[union-attr]
+        try:
+            writer.wait(self._stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            logger.error("the prediction log writer for %s did not finish in %g s; stopping it", self.path,
+                         self._stop_timeout_s)
+            writer.kill()
+        if acks is not None:
+            acks.join()
 
     # -- off the request path ------------------------------------------------------------
     def flush(self, timeout_s: float | None = 30.0) -> bool:
@@ -323,20 +383,22 @@ class PredictionLog:
         """Write everything queued, then stop the writer. Blocking: call it off the event loop."""
         if self._closed:
             return
+        self._stop_timeout_s = timeout_s
         self._closed = True
         self._wake.set()
-        self._thread.join(timeout_s)
+        self._thread.join(timeout_s + 5)
 
     def stats(self) -> dict[str, Any]:
         """Where the log is, and how many records were queued, written, failed, dropped and are waiting."""
         return {"path": str(self.path), "accepted": self._accepted, "written": self._written, "failed": self._failed,
                 "dropped": self._dropped, "queued": max(self._accepted - self._written - self._failed, 0),
-                "max_rows": self.max_rows, "max_age_s": self.max_age_s, "closed": self._closed}
+                "max_rows": self.max_rows, "max_age_s": self.max_age_s, "closed": self._closed,
+                "writer_pid": self._writer.pid if self._writer is not None else None, "restarts": self.restarts}
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         """A connection of its own, for one thread, closed at the end of the block."""
-        with closing(self._connect()) as db:
+        with closing(predlog_writer.connect(self.path)) as db:
             yield db
 
     def count(self, pipeline: str | None = None) -> int:
@@ -359,7 +421,7 @@ class PredictionLog:
         with self.reading() as db:
             db.row_factory = sqlite3.Row
             cursor = db.execute(
-                f"SELECT {', '.join('p.' + c for c in _COLUMNS)}, l.label FROM predictions p LEFT JOIN labels l "
+                f"SELECT {', '.join('p.' + c for c in COLUMNS)}, l.label FROM predictions p LEFT JOIN labels l "
                 f"ON l.pipeline = p.pipeline AND l.request_id = p.request_id {where} ORDER BY p.seq", args)
             return [dict(row) for row in cursor]
 
@@ -381,7 +443,7 @@ class PredictionLog:
     def save_labels(self, pipeline: str, labels: Iterable[tuple[str, str]]) -> None:
         """Keep ``(request_id, label JSON)`` pairs; a later label for an id replaces the earlier one."""
         now = time.time()
-        with self.reading() as db, _transaction(db):
+        with self.reading() as db, transaction(db):
             db.executemany("INSERT OR REPLACE INTO labels (pipeline, request_id, label, time) VALUES (?, ?, ?, ?)",
                            [(pipeline, request_id, label, now) for request_id, label in labels])
 
@@ -418,28 +480,3 @@ class PredictionLog:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path)
         return int(table.num_rows)
-
-
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    raise TypeError(f"cannot log a value of type {type(value).__name__}")
-
-
-def _dumps(value: Any) -> bytes:
-    return orjson.dumps(value, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)

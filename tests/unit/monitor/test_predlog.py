@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -11,8 +13,10 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from workbench.batching.batch import AnsweredBatch, merge, split
 from workbench.monitor.feedback import FeedbackLoop
 from workbench.monitor.predlog import PredictionLog, parse_location
+from workbench.pipeline import Prediction
 
 
 def _record(log: PredictionLog, i: int, pipeline: str = "tabular", label: str = "a") -> bool:
@@ -133,3 +137,60 @@ def test_locations() -> None:
     assert parse_location("/x/y.db", home) == Path("/x/y.db")
     with pytest.raises(ValueError, match="sqlite:///"):
         parse_location("sqlite://:memory:", home)
+
+
+def _answered(requests: list[dict[str, np.ndarray]], ids: list[str]) -> AnsweredBatch:
+    """A batch as the batcher answers it: merged inputs and outputs, each request's own slice of them."""
+    inputs = merge(requests, {"tokens": -1})
+    rows = [next(iter(r.values())).shape[0] for r in requests]
+    total = sum(rows)
+    outputs = {"label": np.array([f"class-{i}" for i in range(total)], dtype=object),
+               "score": np.arange(total, dtype=np.float32) / 10,
+               "embedding": np.ones((total, 64), np.float32)}
+    answers = [Prediction(own, {"total": 2.0 + i}, request_id=ids[i]) for i, own in enumerate(split(outputs, rows))]
+    return AnsweredBatch(inputs, outputs, requests, answers, {"model": "v3"}, 1.0)
+
+
+def test_an_answered_batch_is_one_row_per_request_with_its_own_inputs_and_outputs(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.sqlite", output_max_values=32)
+    stacked = [{"features": np.full((n, 2), i, np.float32), "text": np.array([f"t{i}"] * n, dtype=object)}
+               for i, n in enumerate((1, 2, 1))]
+    padded = [{"tokens": np.arange(n, dtype=np.int64)[None, :]} for n in (2, 4)]
+    assert log.record_batch("tabular", {"model": "v3"}, _answered(stacked, ["a", "b", "c"]))
+    assert log.record_batch("text", {"model": "v3"}, _answered(padded, ["d", "e"]))
+    # NOTE: the same request recorded alone: its digest is the one it had inside the batch
+    log.record("b-alone", "tabular", {"model": "v3"}, stacked[1], {"label": np.array(["x", "y"])}, 1.0)
+    log.close()
+    rows = {r["request_id"]: r for r in log.rows()}
+    assert log.stats()["written"] == 6 and log.stats()["failed"] == 0
+    assert orjson.loads(rows["b"]["inputs"]) == {"features": [[1.0, 1.0], [1.0, 1.0]], "text": ["t1", "t1"]}
+    assert orjson.loads(rows["b"]["outputs"]) == {"label": ["class-1", "class-2"], "score": [0.1, 0.2],
+                                                  "embedding": {"dtype": "<f4", "shape": [2, 64]}}
+    assert orjson.loads(rows["c"]["outputs"])["label"] == ["class-3"] and rows["c"]["latency_ms"] == 4.0
+    assert rows["b"]["input_digest"] == rows["b-alone"]["input_digest"] != rows["a"]["input_digest"]
+    # NOTE: padded to 4 tokens in the batch, each request keeps its own unpadded tensor
+    assert orjson.loads(rows["d"]["inputs"]) == {"tokens": [[0, 1]]}
+    assert orjson.loads(rows["e"]["inputs"]) == {"tokens": [[0, 1, 2, 3]]}
+    assert {r["variant"] for r in rows.values()} == {"v3"}
+
+
+def test_a_writer_that_dies_is_started_again_and_what_it_held_counts_as_failed(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.sqlite", linger_s=0.01)
+    for i in range(5):
+        _record(log, i)
+    assert log.flush(30)
+    first = log.stats()["writer_pid"]
+    assert first != os.getpid()
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    for i in range(5, 40):
+        _record(log, i)
+        time.sleep(0.02)
+    assert log.flush(30), "a flush after the writer died still returns"
+    while log.stats()["written"] + log.stats()["failed"] < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log.close()
+    stats = log.stats()
+    assert stats["restarts"] == 1 and stats["writer_pid"] != first
+    assert stats["written"] + stats["failed"] == 40 and stats["written"] >= 5 + 30, stats
+    assert log.count() == stats["written"]

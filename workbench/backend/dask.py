@@ -26,6 +26,7 @@ from workbench.backend.inprocess import InProcessRunner
 from workbench.backend.placement import PLACEMENTS, PlacedRunner, check_placement
 from workbench.backend.pool import WorkerPool
 from workbench.backend.worker import EVENTS_TOPIC, DeploymentPlugin, plugin_name, python_costs, shared_repository
+from workbench.pipeline.custom import has_python_stage
 from workbench.pipeline.graph import Pipeline
 
 __all__ = ["HOUSEKEEPING", "DaskBackend", "housekeeping_config", "tls_security"]
@@ -262,7 +263,7 @@ def _probe_batch(pipeline: Pipeline) -> dict[str, Any] | None:
 
     NOTE: made-up rows never reach user code: a ``python`` stage may write somewhere, or refuse them.
     """
-    if _has_python_stage(pipeline.to_dict()["stages"]):
+    if has_python_stage(pipeline.stages):
         return None
     from workbench.traffic.requests import request_maker
 
@@ -270,15 +271,6 @@ def _probe_batch(pipeline: Pipeline) -> dict[str, Any] | None:
         return pipeline.validate(request_maker(pipeline)(1))
     except Exception:  # NOTE: inputs the traffic maker cannot make: the first batches decide
         return None
-
-
-def _has_python_stage(stages: Any) -> bool:
-    """Whether a ``python`` stage is among ``stages`` (file form), or inside one of them (a ``cached`` stage)."""
-    if isinstance(stages, dict):
-        return stages.get("type") == "python" or any(_has_python_stage(v) for v in stages.values())
-    if isinstance(stages, list):
-        return any(_has_python_stage(item) for item in stages)
-    return False
 
 
 async def _load_here(pipeline: Pipeline) -> InProcessRunner:

@@ -307,9 +307,10 @@ class PlacedRunner:
     def snapshot(self) -> dict[str, Any]:
         """The placement, where batches run now, why, and the recent costs it is judged on."""
         compute, trip = self.meter.medians()
+        describe = getattr(self.local, "describe", None)
         return {"placement": self.placement, "where": self.where, "decision": self.decision.to_dict(),
                 "compute_ms": compute, "trip_ms": trip, "moves": self.moves, "batches": self.meter.batches,
-                "rules": asdict(self.rules)}
+                "rules": asdict(self.rules), "embedded": describe() if describe is not None else None}
 
     async def aclose(self) -> None:
         """Stop a load under way; close the runners' own threads (batches running now finish)."""

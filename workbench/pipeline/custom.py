@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,13 @@ from workbench.errors import SpecError
 from workbench.pipeline.stage import Stage, StageKind
 from workbench.tensor import TensorSpec
 
-__all__ = ["FunctionStage", "stage"]
+__all__ = ["FunctionStage", "has_python_stage", "stage"]
+
+
+def has_python_stage(stages: Iterable[Stage]) -> bool:
+    """Whether ``stages`` (a pipeline's) hold a ``python`` stage, alone or inside another (a ``cached``
+    stage): user code, which may block, write somewhere, or refuse made-up rows."""
+    return any(isinstance(s, FunctionStage) or has_python_stage(getattr(s, "stages", ())) for s in stages)
 
 
 class FunctionStage(Stage):

@@ -89,6 +89,31 @@ def _answers(batch: AnsweredBatch | _Single) -> tuple[list[str], list[float | No
     return [p.request_id for p in batch.predictions], [p.timings_ms.get("total") for p in batch.predictions]
 
 
+def _runs(entries: Sequence[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]]
+          ) -> list[list[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]]]:
+    """``entries`` in runs that frame as one item: one-request batches in a row of one pipeline, variants
+    and tensor layout (names, dtypes, shapes past the rows); every other entry alone."""
+    runs: list[list[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]]] = []
+    last: tuple[Any, ...] | None = None
+    for entry in entries:
+        _, pipeline, variants, batch = entry
+        key = _layout(pipeline, variants, batch) if len(batch.requests) == 1 else None
+        if key is not None and key == last:
+            runs[-1].append(entry)
+        else:
+            runs.append([entry])
+        last = key
+    return runs
+
+
+def _layout(pipeline: str, variants: Mapping[str, str], batch: AnsweredBatch | _Single) -> tuple[Any, ...] | None:
+    arrays = (*batch.inputs.items(), *batch.outputs.items())
+    if not all(isinstance(value, np.ndarray) and value.ndim > 0 for _, value in arrays):
+        return None
+    return (pipeline, tuple(variants.items()), len(batch.inputs),
+            *((name, value.dtype.str, value.shape[1:]) for name, value in arrays))
+
+
 class _Framer:
     """Frames queued records for the writer: a JSON header and the arrays' bytes, no per-row work."""
 
@@ -98,19 +123,34 @@ class _Framer:
     def frame(self, entries: Sequence[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]]) -> list[Any]:
         header: list[dict[str, Any]] = []
         data: list[Any] = []
-        for at, pipeline, variants, batch in entries:
-            ids, latencies = _answers(batch)
-            rows = [next(iter(r.values())).shape[0] if r else 0 for r in batch.requests]
-            item: dict[str, Any] = {"t": at, "p": pipeline, "v": dict(variants), "ids": ids, "lat": latencies,
+        for run in _runs(entries):
+            at, pipeline, variants, batch = run[0]
+            if len(run) == 1:
+                ids, latencies = _answers(batch)
+                rows = [next(iter(r.values())).shape[0] if r else 0 for r in batch.requests]
+                inputs, outputs = batch.inputs, batch.outputs
+                times: float | list[float] = at
+            else:
+                # NOTE: one-request batches (a light load) joined into one item: one array each, not one a request.
+                ids, latencies, rows = [], [], []
+                for _, _, _, single in run:
+                    own_ids, own_latencies = _answers(single)
+                    ids += own_ids
+                    latencies += own_latencies
+                    rows.append(next(iter(single.inputs.values())).shape[0] if single.inputs else 0)
+                inputs = {name: np.concatenate([e[3].inputs[name] for e in run]) for name in batch.inputs}
+                outputs = {name: np.concatenate([e[3].outputs[name] for e in run]) for name in batch.outputs}
+                times = [e[0] for e in run]
+            item: dict[str, Any] = {"t": times, "p": pipeline, "v": dict(variants), "ids": ids, "lat": latencies,
                                     "rows": rows}
             if len(batch.requests) == 1 or self._unpadded(batch):
-                item["in"] = [self._array(name, value, data) for name, value in batch.inputs.items()]
+                item["in"] = [self._array(name, value, data) for name, value in inputs.items()]
             else:
                 item["in_each"] = [[self._array(name, value, data) for name, value in r.items()]
                                    for r in batch.requests]
             fewest = min(rows, default=0)
             item["out"] = [self._array(name, value, data, over=fewest * math.prod(np.shape(value)[1:])
-                                       > self.output_max_values) for name, value in batch.outputs.items()]
+                                       > self.output_max_values) for name, value in outputs.items()]
             header.append(item)
         head = dumps(header)
         return [PREFIX.pack(len(head), sum(len(part) for part in data)), head, *data]

@@ -16,9 +16,10 @@ it when it stops, and a serving process that dies closes its stdin.
 A frame: two little-endian u32 (header length, data length), a JSON header, then the data. The
 header lists items, one per answered batch (or single record)::
 
-    {"t": unix time, "p": pipeline, "v": {stage: variant}, "ids": [...], "lat": [...], "rows": [...],
-     "in": [array, ...] | "in_each": [[array, ...], ...], "out": [array, ...]}
+    {"t": unix time | [unix time, ...], "p": pipeline, "v": {stage: variant}, "ids": [...], "lat": [...],
+     "rows": [...], "in": [array, ...] | "in_each": [[array, ...], ...], "out": [array, ...]}
 
+``t`` is a list (one time per request) for an item that joins several one-request batches.
 ``in`` and ``out`` hold merged arrays that each request's ``rows`` slice; ``in_each`` holds each
 request's own inputs (a batch whose requests were padded to one shape). An array is
 ``[name, dtype, shape, nbytes, how]``: ``how`` 0 raw C-order bytes, 1 a JSON nested list (strings,
@@ -170,10 +171,11 @@ class RowEncoder:
             first = next(iter(variants.values()), None)
             variants_json = dumps(variants).decode()
             start = 0
+            times = item["t"] if isinstance(item["t"], list) else [item["t"]] * len(item["ids"])
             for i, (request_id, latency, count) in enumerate(zip(item["ids"], item["lat"], item["rows"])):
                 own = (each[i], 0) if "in_each" in item else (merged, start)
                 digest, inputs = self._inputs(*own, count)
-                rows.append((request_id, item["t"], item["p"], first, variants_json, digest, inputs,
+                rows.append((request_id, times[i], item["p"], first, variants_json, digest, inputs,
                              self._outputs(outputs, start, count), latency))
                 start += count
         return rows

@@ -174,6 +174,29 @@ def test_an_answered_batch_is_one_row_per_request_with_its_own_inputs_and_output
     assert {r["variant"] for r in rows.values()} == {"v3"}
 
 
+def test_one_request_batches_in_a_row_are_framed_together_and_keep_their_own_rows_and_times(
+        tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.sqlite", output_max_values=32, linger_s=0.5)
+    recorded = []
+    for i in range(30):
+        # NOTE: one and two rows alike; every tenth a different layout, which starts a new item
+        n = 1 + i % 2
+        features = np.full((n, 3 if i % 10 else 2), i, np.float32)
+        assert log.record_batch("tabular", {"model": "v3"}, _answered([{"features": features}], [f"r{i}"]))
+        recorded.append(time.time())
+        time.sleep(0.002)
+    log.close()
+    rows = {r["request_id"]: r for r in log.rows()}
+    assert log.stats()["written"] == 30 and log.stats()["failed"] == 0
+    for i in range(30):
+        n = 1 + i % 2
+        row = rows[f"r{i}"]
+        assert orjson.loads(row["inputs"]) == {"features": [[float(i)] * (3 if i % 10 else 2)] * n}
+        assert orjson.loads(row["outputs"])["label"] == [f"class-{k}" for k in range(n)]
+        earliest = recorded[i - 1] if i else 0.0
+        assert earliest < row["time"] <= recorded[i], "each request keeps its own time"
+
+
 def test_a_writer_that_dies_is_started_again_and_what_it_held_counts_as_failed(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path / "p.sqlite", linger_s=0.01)
     for i in range(5):

@@ -46,6 +46,8 @@ class InlineGate:
             raise ValueError("inline_below_ms must be >= 0")
         self.below_ms = below_ms
         self._recent: deque[tuple[int, float]] = deque(maxlen=size)
+        self._rows: deque[int] = deque(maxlen=size)
+        self._costs: deque[float] = deque(maxlen=size)
 
     def bound_ms(self, rows: int) -> float | None:
         """The cost expected of a batch of ``rows`` (``None`` before any batch is measured)."""
@@ -58,11 +60,15 @@ class InlineGate:
         return _upper_quartile([ms for measured, ms in self._recent if measured == largest]) * rows / largest
 
     def allows(self, rows: int) -> bool:
+        if self._costs and rows <= max(self._rows) and max(self._costs) < self.below_ms:
+            return True  # NOTE: the common case, without sorting (every batch asks)
         bound = self.bound_ms(rows)
         return bound is not None and bound < self.below_ms
 
     def add(self, rows: int, cost_ms: float) -> None:
         self._recent.append((max(rows, 1), cost_ms))
+        self._rows.append(max(rows, 1))
+        self._costs.append(cost_ms)
 
 
 def _upper_quartile(values: list[float]) -> float:

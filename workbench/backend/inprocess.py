@@ -3,11 +3,14 @@
 A batch that computes in well under a millisecond runs on the event loop itself: handing it to a lane
 thread costs more than it computes. The hand-off is two wake-ups and a future across threads, and while
 the lane runs the pipeline's Python stages it holds the interpreter lock that the loop then waits for.
-The tabular demo in the serving process, one row per request, measured on 2 cores
-(`wrk`, 8 s, back to back): at one connection 1535 requests/s with p50 0.55 ms and 592 µs of CPU a request
-on a lane, 2332 requests/s with p50 0.37 ms and 405 µs inline; at 32 connections 4630-4910 requests/s
-on a lane, 6820 inline. Heavier batches (and the first one, before any is measured) keep to the lanes,
-where they never stall the loop.
+The tabular demo in the serving process, one row per request, on 2 cores
+(`wrk`, 8 s, alternating): at one connection 1290-1530 requests/s with p50 0.56-0.66 ms and 590-700 µs
+of CPU a request on a lane, 1980-2220 requests/s with p50 0.39-0.43 ms and 420-470 µs on the loop; at
+32 connections 3950-5190 requests/s on a lane, 4550-5530 on the loop. Heavier batches (and the first
+one, before any is measured) keep to the lanes, where they never stall the loop. (A lane batch is
+judged by its thread's CPU time: with sessions of several ONNX Runtime threads, as the backend without
+Dask has, that is less than its wall time, and the wall time of the batches that then run inline
+corrects the bound.)
 """
 
 from __future__ import annotations

@@ -71,8 +71,9 @@ def models_list(home: Path | None) -> None:
               show_default=True, help="Shape of the traffic.")
 @click.option("--period", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
               help="Seconds per cycle of the surge and diurnal patterns.")
+@click.option("--only", multiple=True, help="Serve only this demo (repeatable): tabular, text, search.")
 def demo(home: Path | None, host: str, port: int, workers: int, duration: float | None, rate: float, pattern: str,
-         period: float) -> None:
+         period: float, only: tuple[str, ...]) -> None:
     """Serve both demo pipelines on a local Dask cluster with traffic flowing; print the dashboard URL and live latency.
 
     The REST API, metrics and dashboard share one port; the traffic lab sends the
@@ -86,16 +87,20 @@ def demo(home: Path | None, host: str, port: int, workers: int, duration: float 
 
     if home is not None:
         os.environ["WORKBENCH_HOME"] = str(home)
-    build_demo_models(home, log=click.echo)
+    try:
+        build_demo_models(home, only or None, log=click.echo)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    names = list(only) if only else list(DEMOS)
     port = port or _free_port(host)
     token = os.environ.get("WORKBENCH_TOKEN")
     if token is None and not is_loopback(host):
         token = secrets.token_urlsafe(24)
-    run = DemoRun(list(DEMOS), f"http://{host}:{port}", duration_s=duration, pattern=pattern, rate_rps=rate,
+    run = DemoRun(names, f"http://{host}:{port}", duration_s=duration, pattern=pattern, rate_rps=rate,
                   period_s=period, echo=click.echo, token=token)
     # NOTE: Ctrl-C stops the server gracefully, then comes back as KeyboardInterrupt: the summary still follows.
     with contextlib.suppress(KeyboardInterrupt):
-        run_server(list(DEMOS), host=host, port=port, workers=workers, token=token, echo=click.echo,
+        run_server(names, host=host, port=port, workers=workers, token=token, echo=click.echo,
                    on_ready=run.on_ready)
     run.summary()
     if run.error is not None:

@@ -49,3 +49,21 @@ def test_bench_peers_prints_every_row_without_the_peers(demo_home: Path) -> None
     assert all(rate > 0 for rate in rows.values()), done.stdout
     assert len(re.findall(r"^tabular\s+(naive FastAPI|Starlette ceiling)\s+\d+\s+[\d.]+x", ratios, re.M)) == 4
     assert done.stdout.count("16 rows match") == 2, done.stdout  # the workbench's and the naive server's answers
+
+
+def test_bench_demo_compares_tabular_in_the_full_demo_with_tabular_alone(demo_home: Path) -> None:
+    """Both demo runs happen (the full one serves three pipelines, the other tabular only); the ratio is theirs."""
+    env = {**os.environ, "WORKBENCH_HOME": str(demo_home)}
+    done = subprocess.run(
+        [sys.executable, "benchmarks/bench_demo.py", "--seconds", "2", "--rate", "20"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = r"^  round 1  (full|alone)\s+(\w+)\s+(\d+) served  p50\s+([\d.]+) ms  p99\s+([\d.]+) ms  0 errors$"
+    rows = re.findall(line, done.stdout, re.M)
+    assert sorted((label, name) for label, name, *_ in rows) == [
+        ("alone", "tabular"), ("full", "search"), ("full", "tabular"), ("full", "text")], done.stdout
+    assert all(int(served) > 0 for *_, served, _, _ in rows), done.stdout
+    p99 = {label: float(value) for label, name, _, _, value in rows if name == "tabular"}
+    ratio = float(re.search(r"full demo / alone: ([\d.]+), median", done.stdout)[1])
+    assert abs(ratio - p99["full"] / p99["alone"]) < 0.01 * ratio + 0.005, done.stdout

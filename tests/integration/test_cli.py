@@ -76,3 +76,5 @@ def test_unknown_demo_is_a_clean_error(demo_home: Path) -> None:
     assert result.returncode == 1
     assert "unknown demo 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
+    result = _workbench("demo", "--only", "nope", "--duration", "1", home=demo_home)
+    assert result.returncode == 1 and "unknown demo 'nope'" in result.stderr and "Traceback" not in result.stderr

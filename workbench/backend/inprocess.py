@@ -48,19 +48,19 @@ class InlineGate:
         if below_ms < 0:
             raise ValueError("inline_below_ms must be >= 0")
         self.below_ms = below_ms
-        self._recent: deque[tuple[int, float]] = deque(maxlen=size)
         self._rows: deque[int] = deque(maxlen=size)
         self._costs: deque[float] = deque(maxlen=size)
 
     def bound_ms(self, rows: int) -> float | None:
         """The cost expected of a batch of ``rows`` (``None`` before any batch is measured)."""
-        if not self._recent:
+        if not self._costs:
             return None
-        covering = [ms for measured, ms in self._recent if measured >= rows]
+        recent = list(zip(self._rows, self._costs))
+        covering = [ms for measured, ms in recent if measured >= rows]
         if covering:
             return _upper_quartile(covering)
-        largest = max(measured for measured, _ in self._recent)
-        return _upper_quartile([ms for measured, ms in self._recent if measured == largest]) * rows / largest
+        largest = max(self._rows)
+        return _upper_quartile([ms for measured, ms in recent if measured == largest]) * rows / largest
 
     def allows(self, rows: int) -> bool:
         if self._costs and rows <= max(self._rows) and max(self._costs) < self.below_ms:
@@ -69,7 +69,6 @@ class InlineGate:
         return bound is not None and bound < self.below_ms
 
     def add(self, rows: int, cost_ms: float) -> None:
-        self._recent.append((max(rows, 1), cost_ms))
         self._rows.append(max(rows, 1))
         self._costs.append(cost_ms)
 

@@ -71,7 +71,10 @@ _FRAME_RECORDS = 256
 
 
 class _Single:
-    """One request recorded on its own (:meth:`PredictionLog.record`): framed as a batch of one."""
+    """One request recorded on its own (:meth:`PredictionLog.record`): framed as a batch of one.
+
+    :meth:`joined` makes one of several one-request batches, their arrays stacked.
+    """
 
     __slots__ = ("inputs", "outputs", "predictions", "requests")
 
@@ -82,18 +85,32 @@ class _Single:
         self.requests = [self.inputs]
         self.predictions = [(request_id, latency_ms)]
 
+    @classmethod
+    def joined(cls, batches: Sequence[AnsweredBatch | _Single]) -> _Single:
+        """One-request batches of one layout (see :func:`_runs`) as one record of their requests."""
+        joined = cls.__new__(cls)
+        first = batches[0]
+        joined.inputs = {name: np.concatenate([b.inputs[name] for b in batches]) for name in first.inputs}
+        joined.outputs = {name: np.concatenate([b.outputs[name] for b in batches]) for name in first.outputs}
+        joined.requests = [b.requests[0] for b in batches]
+        joined.predictions = [answer for b in batches for answer in zip(*_answers(b))]
+        return joined
+
 
 def _answers(batch: AnsweredBatch | _Single) -> tuple[list[str], list[float | None]]:
     if isinstance(batch, _Single):
-        return [batch.predictions[0][0]], [batch.predictions[0][1]]
+        return [p[0] for p in batch.predictions], [p[1] for p in batch.predictions]
     return [p.request_id for p in batch.predictions], [p.timings_ms.get("total") for p in batch.predictions]
 
 
-def _runs(entries: Sequence[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]]
-          ) -> list[list[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]]]:
+#: One queued record: when it was answered, the pipeline, the variants that answered, the batch.
+_Entry = tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]
+
+
+def _runs(entries: Sequence[_Entry]) -> list[list[_Entry]]:
     """``entries`` in runs that frame as one item: one-request batches in a row of one pipeline, variants
     and tensor layout (names, dtypes, shapes past the rows); every other entry alone."""
-    runs: list[list[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]]] = []
+    runs: list[list[_Entry]] = []
     last: tuple[Any, ...] | None = None
     for entry in entries:
         _, pipeline, variants, batch = entry
@@ -120,37 +137,27 @@ class _Framer:
     def __init__(self, output_max_values: int) -> None:
         self.output_max_values = output_max_values
 
-    def frame(self, entries: Sequence[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]]) -> list[Any]:
+    def frame(self, entries: Sequence[_Entry]) -> list[Any]:
         header: list[dict[str, Any]] = []
         data: list[Any] = []
         for run in _runs(entries):
             at, pipeline, variants, batch = run[0]
-            if len(run) == 1:
-                ids, latencies = _answers(batch)
-                rows = [next(iter(r.values())).shape[0] if r else 0 for r in batch.requests]
-                inputs, outputs = batch.inputs, batch.outputs
-                times: float | list[float] = at
-            else:
+            times: float | list[float] = at
+            if len(run) > 1:
                 # NOTE: one-request batches (a light load) joined into one item: one array each, not one a request.
-                ids, latencies, rows = [], [], []
-                for _, _, _, single in run:
-                    own_ids, own_latencies = _answers(single)
-                    ids += own_ids
-                    latencies += own_latencies
-                    rows.append(next(iter(single.inputs.values())).shape[0] if single.inputs else 0)
-                inputs = {name: np.concatenate([e[3].inputs[name] for e in run]) for name in batch.inputs}
-                outputs = {name: np.concatenate([e[3].outputs[name] for e in run]) for name in batch.outputs}
-                times = [e[0] for e in run]
+                batch, times = _Single.joined([entry[3] for entry in run]), [entry[0] for entry in run]
+            ids, latencies = _answers(batch)
+            rows = [next(iter(r.values())).shape[0] if r else 0 for r in batch.requests]
             item: dict[str, Any] = {"t": times, "p": pipeline, "v": dict(variants), "ids": ids, "lat": latencies,
                                     "rows": rows}
             if len(batch.requests) == 1 or self._unpadded(batch):
-                item["in"] = [self._array(name, value, data) for name, value in inputs.items()]
+                item["in"] = [self._array(name, value, data) for name, value in batch.inputs.items()]
             else:
                 item["in_each"] = [[self._array(name, value, data) for name, value in r.items()]
                                    for r in batch.requests]
             fewest = min(rows, default=0)
             item["out"] = [self._array(name, value, data, over=fewest * math.prod(np.shape(value)[1:])
-                                       > self.output_max_values) for name, value in outputs.items()]
+                                       > self.output_max_values) for name, value in batch.outputs.items()]
             header.append(item)
         head = dumps(header)
         return [PREFIX.pack(len(head), sum(len(part) for part in data)), head, *data]
@@ -271,7 +278,7 @@ class PredictionLog:
         self._framer = _Framer(output_max_values)
         # NOTE: a deque's append and popleft are atomic: the request path takes no lock and wakes nobody
         # (queue.Queue's put took a lock and notified the writer: 3 µs of the serving thread a request).
-        self._queue: deque[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]] = deque()
+        self._queue: deque[_Entry] = deque()
         self.max_queue = max_queue
         self._wake = threading.Event()
         self._done = threading.Condition()
@@ -350,7 +357,7 @@ class PredictionLog:
             self._wake.clear()
             stopping = self._closed
             while pending:
-                entries: list[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]] = []
+                entries: list[_Entry] = []
                 while pending and len(entries) < _FRAME_RECORDS:
                     entries.append(pending.popleft())
                 self._send(entries)
@@ -358,7 +365,7 @@ class PredictionLog:
                 break
         self._stop_writer()
 
-    def _send(self, entries: list[tuple[float, str, Mapping[str, str], AnsweredBatch | _Single]]) -> None:
+    def _send(self, entries: list[_Entry]) -> None:
         count = sum(len(_answers(batch)[0]) for _, _, _, batch in entries)
         writer = self._writer
         try:

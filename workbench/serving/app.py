@@ -8,7 +8,6 @@ get 413 before they are read; a full queue gets 429 with ``Retry-After``.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +26,7 @@ from workbench.engine import Engine, resolve_pipeline
 from workbench.errors import WorkbenchError
 from workbench.pipeline.graph import Pipeline
 from workbench.serving import control, metrics, v2
+from workbench.serving.access import AccessGuard, unclassified
 from workbench.serving.errors import error_answer
 from workbench.serving.fastpath import InferFastPath, WorkbenchAPI
 from workbench.serving.responses import JSONResponse
@@ -43,10 +43,11 @@ class ServeConfig:
     Parameters
     ----------
     token
-        Required (``Authorization: Bearer <token>``) by the control API and the
-        dashboard when set; ``workbench serve`` refuses to bind beyond loopback without one.
+        Required (``Authorization: Bearer <token>``) by every route that reads or changes the server's
+        state when set (:mod:`workbench.serving.access`); ``workbench serve`` refuses to bind beyond
+        loopback without one.
     protect_inference
-        Require the token for ``/v2`` inference too.
+        Require the token for the V2 inference and metadata routes and ``/metrics`` too.
     max_body_bytes
         Larger request bodies are refused with 413 before they are read.
     default_timeout_ms
@@ -119,32 +120,27 @@ def create_app(engine_factory: EngineFactory, config: ServeConfig | None = None)
                   description="Open Inference Protocol (KServe V2) inference and the workbench's control API.")
     app.state.config = config
     app.state.loadable = loadable_pipelines
-    guard = [Depends(_token_check(config.token))] if config.token else []
-    app.include_router(v2.router, dependencies=guard if config.protect_inference else [])
-    app.include_router(control.router, dependencies=guard)
-    app.include_router(metrics.router, dependencies=guard if config.protect_inference else [])
+    app.include_router(v2.router)
+    app.include_router(control.router)
+    app.include_router(metrics.router)
     if config.dashboard:
         # NOTE: imported here: Panel takes a second to load, and a server without the dashboard never needs it.
         from workbench.ui.routes import mount_dashboard
 
-        mount_dashboard(app, config.token)
+        mount_dashboard(app)
+    missing = unclassified(app.routes)
+    if missing:
+        raise RuntimeError(f"routes without an access class (add them to workbench.serving.access.RULES): {missing}")
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    if config.token:
+        # NOTE: outside BodyLimit: a refused request is not read at all.
+        app.add_middleware(AccessGuard, token=config.token, protect_inference=config.protect_inference)
     # NOTE: added after BodyLimit, so outside it: it counts the 413s of BodyLimit too.
     app.add_middleware(metrics.HttpMetrics)
     if config.fast_infer:
         app.fast_path = InferFastPath(app, config)
     return app
-
-
-def _token_check(token: str | None) -> Callable[[Request], None]:
-    def check(request: Request) -> None:
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if token is None or not (scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), token.encode())):
-            raise WorkbenchError("a valid token is required: send 'Authorization: Bearer <token>'", 401)
-
-    return check
 
 
 def _install_error_handlers(app: FastAPI) -> None:

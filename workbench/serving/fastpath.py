@@ -15,7 +15,6 @@ instead (same answers; the benchmark compares the two).
 
 from __future__ import annotations
 
-import hmac
 import re
 import time
 from typing import TYPE_CHECKING
@@ -24,6 +23,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from workbench.errors import WorkbenchError
+from workbench.serving.access import REFUSED, bearer_ok
 from workbench.serving.codec import HEADER_LENGTH
 from workbench.serving.errors import error_answer
 from workbench.serving.v2 import TIMEOUT_HEADER, answer_infer
@@ -103,11 +103,8 @@ class InferFastPath:
         return True
 
     def _check_token(self, headers: dict[bytes, bytes]) -> None:
-        if self._token is None:
-            return
-        scheme, _, value = headers.get(b"authorization", b"").partition(b" ")
-        if not (scheme.lower() == b"bearer" and hmac.compare_digest(value, self._token)):
-            raise WorkbenchError("a valid token is required: send 'Authorization: Bearer <token>'", 401)
+        if self._token is not None and not bearer_ok(headers.get(b"authorization", b""), self._token):
+            raise WorkbenchError(REFUSED, 401)
 
     async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         """The whole body; 413 as soon as it is known to pass the limit (by Content-Length, else while read)."""

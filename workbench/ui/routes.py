@@ -8,36 +8,27 @@ component alone (``latency``, ``throughput``, ``queue``, ``batches``,
 Panel's sessions run on the server's own event loop, where the engine lives,
 so the views call the engine directly (see :mod:`workbench.ui.link`).
 
-Token. When the server has a token, the dashboard needs it too: open
-``/dashboard?token=<token>`` once; the server answers with a redirect to the
-same page without the token in the address, and an HttpOnly cookie (valid for
-the browser session) that stands for it from then on, websocket included.
-``Authorization: Bearer <token>`` works as well.
+When the server has a token, the dashboard needs it too (open
+``/dashboard?token=<token>`` once); :mod:`workbench.serving.access` guards it
+with every other route.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from hashlib import sha256
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from workbench.serving.access import DASHBOARD as PREFIX
 from workbench.ui.component import Component
 from workbench.ui.dashboard import COMPONENTS, Dashboard
 from workbench.ui.hub import Hub
 
-__all__ = ["COOKIE", "DashboardGuard", "applications", "mount_dashboard"]
-
-PREFIX = "/dashboard"
-COOKIE = "workbench_dashboard"
+__all__ = ["applications", "mount_dashboard"]
 
 
 def applications(app: FastAPI) -> dict[str, Any]:
@@ -57,8 +48,8 @@ def applications(app: FastAPI) -> dict[str, Any]:
     return routes
 
 
-def mount_dashboard(app: FastAPI, token: str | None = None) -> None:
-    """Serve the dashboard from ``app`` (see the module docstring); with ``token``, only to who has it."""
+def mount_dashboard(app: FastAPI) -> None:
+    """Serve the dashboard from ``app`` (see the module docstring)."""
     from panel.io.fastapi import add_applications
     from panel.io.resources import DIST_DIR
 
@@ -72,8 +63,6 @@ def mount_dashboard(app: FastAPI, token: str | None = None) -> None:
         return FileResponse(DIST_DIR / "images" / "favicon.ico")
 
     _close_lab_first(app)
-    if token is not None:
-        app.add_middleware(DashboardGuard, token=token)
 
 
 def _close_lab_first(app: FastAPI) -> None:
@@ -93,56 +82,3 @@ def _close_lab_first(app: FastAPI) -> None:
 
     app.router.lifespan_context = lifespan
 
-
-def cookie_value(token: str) -> str:
-    """What the cookie holds: a digest of the token (the token itself never sits in the browser)."""
-    return hmac.new(token.encode(), b"workbench-dashboard", sha256).hexdigest()
-
-
-class DashboardGuard:
-    """Let requests to ``/dashboard`` through only with the server's token (header, cookie, or ``?token=`` once)."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.token = token
-        self.cookie = cookie_value(token)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] not in ("http", "websocket") or not (path == PREFIX or path.startswith(PREFIX + "/")):
-            await self.app(scope, receive, send)
-            return
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        given = next((value for key, value in query if key == "token"), None)
-        if scope["type"] == "http" and given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
-            rest = urlencode([(k, v) for k, v in query if k != "token"])
-            # NOTE: a relative redirect and no cookie Path, so that both still hold behind a proxy's prefix
-            # (jupyter-server-proxy serves this page at /workbench/dashboard, and forwards /dashboard here).
-            location = path.rsplit("/", 1)[1] + (f"?{rest}" if rest else "")
-            cookie = f"{COOKIE}={self.cookie}; HttpOnly; SameSite=Strict"
-            await send({"type": "http.response.start", "status": 303,
-                        "headers": [(b"location", location.encode()), (b"set-cookie", cookie.encode()),
-                                    (b"content-length", b"0")]})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        if self._allowed(scope):
-            await self.app(scope, receive, send)
-            return
-        if scope["type"] == "websocket":
-            # NOTE: closing before accepting refuses the handshake (HTTP 403).
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        response = JSONResponse({"error": f"the dashboard needs the server's token: open {PREFIX}?token=<token> "
-                                            "once (or send 'Authorization: Bearer <token>')"}, status_code=401)
-        await response(scope, receive, send)
-
-    def _allowed(self, scope: Scope) -> bool:
-        headers = dict(scope.get("headers") or [])
-        scheme, _, value = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), self.token.encode()):
-            return True
-        for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
-            name, _, value = part.strip().partition("=")
-            if name == COOKIE and hmac.compare_digest(value.encode(), self.cookie.encode()):
-                return True
-        return False

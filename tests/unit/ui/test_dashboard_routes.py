@@ -9,8 +9,8 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from workbench.engine import Engine
+from workbench.serving.access import COOKIE, AccessGuard, cookie_value
 from workbench.serving.app import ServeConfig, create_app
-from workbench.ui.routes import COOKIE, DashboardGuard, cookie_value
 
 TOKEN = "s3cret-token"
 
@@ -26,7 +26,7 @@ def guarded() -> FastAPI:
     async def component() -> dict[str, str]:
         return {"page": "latency"}
 
-    @app.get("/dashboardish")
+    @app.get("/v2/models/x")
     async def other() -> dict[str, str]:
         return {"page": "other"}
 
@@ -36,7 +36,7 @@ def guarded() -> FastAPI:
         await websocket.send_text("hello")
         await websocket.close()
 
-    app.add_middleware(DashboardGuard, token=TOKEN)
+    app.add_middleware(AccessGuard, token=TOKEN)
     return app
 
 
@@ -50,7 +50,8 @@ async def test_without_the_token_the_dashboard_says_how_to_get_in(http: httpx.As
     assert answer.status_code == 401 and "/dashboard?token=" in answer.json()["error"]
     assert (await http.get("/dashboard?token=wrong")).status_code == 401
     assert (await http.get("/dashboard/latency")).status_code == 401
-    assert (await http.get("/dashboardish")).status_code == 200
+    assert (await http.get("/dashboardish")).status_code == 401  # NOTE: no rule names it: control
+    assert (await http.get("/v2/models/x")).status_code == 200
 
 
 async def test_the_token_once_becomes_a_cookie_and_leaves_the_address(http: httpx.AsyncClient) -> None:

@@ -124,6 +124,8 @@ def _free_port(host: str) -> int:
 @click.option("--inprocess", is_flag=True, help="Run batches in the server process (no Dask).")
 @click.option("--token", default=None, help="Token for the control API [default: $WORKBENCH_TOKEN; generated "
                                             "when bound beyond loopback].")
+@click.option("--protect-inference", is_flag=True,
+              help="Require the token for V2 inference, model metadata and /metrics too.")
 @click.option("--timeout-ms", type=float, default=None, help="Default deadline of a request.")
 @click.option("--max-body-mb", type=float, default=64.0, show_default=True, help="Largest request body.")
 @click.option("--dashboard/--no-dashboard", default=True, show_default=True,
@@ -132,7 +134,7 @@ def _free_port(host: str) -> int:
 @click.option("--tls-cert", default=None, help="Client certificate for that cluster.")
 @click.option("--tls-key", default=None, help="Client key for that cluster.")
 def serve(targets: tuple[str, ...], host: str, port: int, scheduler: str | None, workers: int, inprocess: bool,
-          token: str | None, timeout_ms: float | None, max_body_mb: float, dashboard: bool,
+          token: str | None, protect_inference: bool, timeout_ms: float | None, max_body_mb: float, dashboard: bool,
           tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None) -> None:
     """Serve TARGETS (demo names or pipeline files) over the Open Inference Protocol on one port."""
     from workbench.serving.app import ServeConfig
@@ -143,7 +145,8 @@ def serve(targets: tuple[str, ...], host: str, port: int, scheduler: str | None,
         from workbench.backend.dask import tls_security
 
         security = tls_security(tls_ca_file, tls_cert, tls_key)
-    config = ServeConfig(default_timeout_ms=timeout_ms, max_body_bytes=int(max_body_mb * 2**20), dashboard=dashboard)
+    config = ServeConfig(default_timeout_ms=timeout_ms, max_body_bytes=int(max_body_mb * 2**20), dashboard=dashboard,
+                         protect_inference=protect_inference)
     # NOTE: uvicorn stops gracefully on Ctrl-C (SIGINT), then raises the signal again for its caller: the
     # stop was asked for and done, so the command ends with status 0 rather than click's "Aborted!" (1).
     with contextlib.suppress(KeyboardInterrupt):

@@ -61,8 +61,8 @@ def serve(targets: Sequence[Pipeline | str | Path], *, host: str = "127.0.0.1", 
           on_ready: Callable[[uvicorn.Server], Any] | None = None) -> None:
     """Serve ``targets`` until SIGINT/SIGTERM; prints one line with the URLs when ready.
 
-    Beyond loopback a token is required for the control API (one is generated and
-    printed when none is given, or taken from ``WORKBENCH_TOKEN``).
+    Beyond loopback, or with ``config.protect_inference``, a token is required (one
+    is generated and printed when none is given, or taken from ``WORKBENCH_TOKEN``).
     """
     config = config or ServeConfig()
     config.targets = list(targets)
@@ -70,6 +70,9 @@ def serve(targets: Sequence[Pipeline | str | Path], *, host: str = "127.0.0.1", 
     if token is None and not is_loopback(host):
         token = secrets.token_urlsafe(24)
         echo(f"bound beyond loopback: the control API needs 'Authorization: Bearer {token}'")
+    elif token is None and config.protect_inference:
+        token = secrets.token_urlsafe(24)
+        echo(f"inference protected: every route but the health probes needs 'Authorization: Bearer {token}'")
     config.token = token
     app = create_app(engine_factory(scheduler, workers, inprocess=inprocess, security=security), config)
     server = uvicorn.Server(uvicorn_config(app, host, port))

@@ -1,7 +1,8 @@
 """The token over real HTTP: the control API needs it, inference only when asked, and beyond loopback it is never off.
 
-``workbench serve --host 0.0.0.0`` without a token makes one and prints it; the
-command is run as a user runs it and stopped with SIGINT, as Ctrl-C stops it.
+``workbench serve --host 0.0.0.0`` (or ``--protect-inference``) without a token
+makes one and prints it; the command is run as a user runs it and stopped with
+SIGINT, as Ctrl-C stops it. ``test_access.py`` walks the whole route table.
 """
 
 from __future__ import annotations
@@ -125,32 +126,44 @@ def _reader(stream: IO[str]) -> tuple[queue.Queue[str], threading.Thread]:
     return lines, thread
 
 
-def test_serve_beyond_loopback_generates_a_token_and_prints_it(demo_home: object) -> None:
+@pytest.mark.parametrize(("host", "flags", "first_line", "inference_open"), [
+    ("0.0.0.0", [], r"bound beyond loopback: the control API needs 'Authorization: Bearer (\S+)'\n", True),
+    ("127.0.0.1", ["--protect-inference"],
+     r"inference protected: every route but the health probes needs 'Authorization: Bearer (\S+)'\n", False),
+], ids=["beyond-loopback", "protect-inference"])
+def test_serve_generates_a_token_when_one_is_needed_and_prints_it(demo_home: object, host: str, flags: list[str],
+                                                                  first_line: str, inference_open: bool) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_TOKEN"}
     env.update(WORKBENCH_HOME=str(demo_home), PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "workbench.cli", "serve", "tabular", "--host", "0.0.0.0", "--port", str(port),
-               "--inprocess"]
+    command = [sys.executable, "-m", "workbench.cli", "serve", "tabular", "--host", host, "--port", str(port),
+               "--inprocess", "--no-dashboard", *flags]
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         assert process.stdout is not None and process.stderr is not None
         out, reader = _reader(process.stdout)
         try:
             first = out.get(timeout=START_S)
-            match = re.fullmatch(r"bound beyond loopback: the control API needs 'Authorization: Bearer (\S+)'\n",
-                                 first)
+            match = re.fullmatch(first_line, first)
             assert match, first
             token = match[1]
             assert len(token) >= 32
             serving_line = out.get(timeout=START_S)
-            assert serving_line.startswith(f"Inference Workbench serving tabular at http://0.0.0.0:{port}"), \
+            assert serving_line.startswith(f"Inference Workbench serving tabular at http://{host}:{port}"), \
                 serving_line
             assert token not in serving_line
 
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60.0) as client:
                 assert_refused(client.get("/api/pipelines"))
+                assert_refused(client.post("/v2/repository/models/tabular/unload"))
                 assert client.get("/api/pipelines", headers=bearer(token)).status_code == 200
                 answer = client.post(INFER, content=json.dumps(ROW))
-                assert answer.status_code == 200, answer.text
+                if inference_open:
+                    assert answer.status_code == 200, answer.text
+                else:
+                    assert_refused(answer)
+                    assert client.get("/v2/health/ready").status_code == 200
+                    answer = client.post(INFER, content=json.dumps(ROW), headers=bearer(token))
+                    assert answer.status_code == 200, answer.text
         finally:
             process.send_signal(signal.SIGINT)
             try:

@@ -67,3 +67,13 @@ def test_bench_demo_compares_tabular_in_the_full_demo_with_tabular_alone(demo_ho
     p99 = {label: float(value) for label, name, _, _, value in rows if name == "tabular"}
     ratio = float(re.search(r"full demo / alone: ([\d.]+), median", done.stdout)[1])
     assert abs(ratio - p99["full"] / p99["alone"]) < 0.01 * ratio + 0.005, done.stdout
+
+
+def test_bench_claims_prints_both_ratios(demo_home: Path) -> None:
+    env = {**os.environ, "WORKBENCH_HOME": str(demo_home)}
+    done = subprocess.run([sys.executable, "benchmarks/bench_claims.py", "--records", "500", "--runs", "1"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = dict(re.findall(r"^(predlog|int8)\s.*; ratio ([\d.]+)$", done.stdout, re.M))
+    assert set(figures) == {"predlog", "int8"}, done.stdout
+    assert all(float(ratio) > 0 for ratio in figures.values()), done.stdout

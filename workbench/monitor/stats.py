@@ -266,6 +266,7 @@ class BatcherStats:
             "queue_depth": queue_depth,
             "latency_ms": self.latency_ms.percentiles(),
             "timings_ms": {key: window.percentiles() for key, window in self.timings_ms.items()},
+            "batch_run_ms": {key: value * 1e3 for key, value in self.batch_run_s.percentiles((50, 99, 100)).items()},
             "batch_size": {
                 "mean": float(sizes.mean()) if sizes.size else float("nan"),
                 "histogram": dict(sorted(Counter(sizes.tolist()).items())),

@@ -285,9 +285,9 @@ async def test_a_worker_killed_under_load_answers_every_request(served: Served) 
         statuses = Counter(a.status for a in answers)
         resent = {n: (await _stats(http, served.url, n))["redispatched"] for n in ("text", "tabular")}
         print(f"\nkilled a worker mid-stream: {dict(statuses)}, batches sent again: {resent}")
-        unexplained = [(a.status, a.error or a.body) for a in answers if a.status not in (200, 503)]
-        assert not unexplained, f"{len(unexplained)} requests lost or failed oddly: {unexplained[:3]}"
-        assert statuses[200] >= len(answers) // 2  # NOTE: the other worker kept serving
+        # NOTE: the batches the killed worker held were sent again to the other one, which kept serving.
+        failed = [(a.status, a.error or a.body) for a in answers if a.status != 200]
+        assert not failed, f"{len(failed)} requests not answered: {failed[:3]}"
 
         # NOTE: the nanny restarts the worker, which builds both pipelines again: ready, and serving on both.
         def recovered() -> bool:

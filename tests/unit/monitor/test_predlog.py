@@ -25,16 +25,13 @@ def _record(log: PredictionLog, i: int, pipeline: str = "tabular", label: str = 
                       {"label": np.array([label]), "probabilities": np.array([[0.25, 0.75]])}, 1.5)
 
 
-async def test_many_records_from_the_loop_without_blocking_then_close_writes_them_all(tmp_path: Path) -> None:
+async def test_many_records_from_the_loop_are_all_taken_then_close_writes_them_all(tmp_path: Path) -> None:
+    # NOTE: what a record costs the loop is measured in benchmarks/bench_claims.py.
     log = PredictionLog(tmp_path / "p.sqlite")
-    began = time.perf_counter()
     for i in range(5000):
         assert _record(log, i)
         if i % 500 == 0:
             await asyncio.sleep(0)
-    per_record_us = (time.perf_counter() - began) / 5000 * 1e6
-    # NOTE: generous on a shared CI core; measured at a few µs a record
-    assert per_record_us < 200, f"{per_record_us:.1f} µs a record"
     await asyncio.to_thread(log.close)
     stats = log.stats()
     assert stats["written"] == 5000 and stats["dropped"] == 0 and stats["failed"] == 0

@@ -1,11 +1,19 @@
-"""Finding the processes a test started, by a marker in their environment (so none is left behind)."""
+"""Processes the tests start: a Dask cluster of separate processes, and finding what a test left behind.
+
+Processes are found by a marker in their environment (so none is left behind).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from waiting import eventually
 
 #: Environment variable that tests set, with a value of their own, on every process they start.
 MARKER = "WORKBENCH_TEST_RUN"
@@ -38,3 +46,49 @@ def stop_all(processes: Iterable[subprocess.Popen[bytes]], timeout_s: float = 15
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=timeout_s)
+
+
+@dataclass
+class DaskProcesses:
+    """A scheduler and workers started as separate processes (``dask scheduler``, ``dask worker``), and their logs."""
+
+    folder: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def scheduler_file(self) -> Path:
+        return self.folder / "scheduler.json"
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        with open(self.folder / f"{name}.log", "ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=log, stderr=subprocess.STDOUT,
+                                       cwd=self.folder, env={**os.environ, "WORKBENCH_INTRA_OP_THREADS": "1"})
+        self.processes[name] = process
+        return process
+
+    def start_scheduler(self, port: int = 0) -> str:
+        """Start the scheduler (on ``port``, or any free one) and return its address once it listens."""
+        self.scheduler_file.unlink(missing_ok=True)
+        process = self.start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                             "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(self.scheduler_file))
+
+        def written() -> bool:
+            assert process.poll() is None, self.log("scheduler")
+            try:
+                return "address" in json.loads(self.scheduler_file.read_text())
+            except (OSError, ValueError):  # NOTE: not there yet, or half written
+                return False
+
+        eventually(written, what="the scheduler's address in its file")
+        address: str = json.loads(self.scheduler_file.read_text())["address"]
+        return address
+
+    def start_worker(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        return self.start(name, "worker", "--scheduler-file", str(self.scheduler_file), "--name", name, "--nthreads",
+                          "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1", *args)
+
+    def log(self, name: str) -> str:
+        return (self.folder / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        stop_all(self.processes.values())

@@ -53,6 +53,13 @@ class WorkbenchSettings(BaseSettings):
     Off by default: ``benchmarks/bench_pycosts.py`` showed fewer but longer young pauses and no p99 gain."""
     gil_sampler: bool = True
     """Run the thread that estimates GIL contention (a wake every 5 ms) in each process."""
+    hang_factor: float = Field(10.0, gt=0)
+    """A call to a worker is hung past this many times the p99 of its runner's recent calls
+    (see :mod:`workbench.backend.hung`): its batch goes to another worker, the silent one is cordoned."""
+    hang_floor_s: float = Field(2.0, gt=0)
+    """The shortest a call to a worker may wait before it counts as hung."""
+    hang_first_s: float = Field(30.0, gt=0)
+    """How long a call may wait before its runner has measured any (the first batches of a deployment)."""
 
     @property
     def repository_dir(self) -> Path:

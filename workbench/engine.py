@@ -730,6 +730,8 @@ class Engine:
             "backend": self.backend.kind,
             "workers": self.backend.workers(name, deployment.generation),
             "redispatched": getattr(deployment.runner, "redispatched", 0),
+            "hung": getattr(deployment.runner, "hung", 0),
+            "hang_deadline_s": _hang_deadline_s(deployment.runner),
             "autotune": self._autotune_state(deployment),
             "autoscaling": self.autoscaling(name),
             "events": list(deployment.events)[-20:],
@@ -782,13 +784,19 @@ def _placed(runner: RunBatch) -> dict[str, Any]:
     return snapshot() if snapshot is not None else {"placement": None, "where": None, "decision": None}
 
 
+def _hang_deadline_s(runner: RunBatch) -> float | None:
+    """How long the next call to a worker may stay silent (see :mod:`workbench.backend.hung`)."""
+    deadline = getattr(runner, "deadline_s", None)
+    return deadline() if deadline is not None else None
+
+
 def _where(runner: RunBatch) -> dict[str, Any]:
     placed = _placed(runner)
     return {"where": placed["where"], "reason": (placed.get("decision") or {}).get("reason")}
 
 
 def _hear_moves(deployment: Deployment) -> None:
-    """Record the moves an ``auto`` placement makes in the deployment's events."""
+    """Record in the deployment's events the moves an ``auto`` placement makes, and the workers its runner cordons."""
     runner = deployment.runner
     def moved(decision: PlacementDecision) -> None:
         deployment.record("placement_moved", where=decision.where, reason=decision.reason,
@@ -796,6 +804,8 @@ def _hear_moves(deployment: Deployment) -> None:
 
     if isinstance(runner, PlacedRunner):
         runner.on_decision = moved
+        if hasattr(runner.remote, "on_event"):
+            runner.remote.on_event = lambda event, details: deployment.record(event, **details)
 
 
 async def _close_observers(deployment: Deployment) -> None:

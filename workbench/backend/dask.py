@@ -214,7 +214,9 @@ class DaskBackend:
         return PLACEMENTS
 
     def workers(self, name: str, generation: int) -> list[dict[str, Any]]:
-        return [slot.describe() for slot in self.pool.workers((name, generation))]
+        cordoned = self.pool.cordoned
+        return [{**slot.describe(), "cordoned": cordoned.get(slot.address)}
+                for slot in self.pool.workers((name, generation))]
 
     def threads(self, name: str, generation: int) -> int:
         return self.pool.threads((name, generation))

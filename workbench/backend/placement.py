@@ -225,6 +225,16 @@ class PlacedRunner:
     def redispatched(self) -> int:
         return int(getattr(self.remote, "redispatched", 0))
 
+    @property
+    def hung(self) -> int:
+        """Calls to a worker that passed their hang deadline (see :mod:`workbench.backend.hung`)."""
+        return int(getattr(self.remote, "hung", 0))
+
+    def deadline_s(self) -> float | None:
+        """The hang deadline of the next call to a worker; ``None`` when batches do not go to workers."""
+        deadline = getattr(self.remote, "deadline_s", None)
+        return float(deadline()) if deadline is not None else None
+
     async def start(self, probe: Mapping[str, np.ndarray] | None) -> PlacedRunner:
         """Settle the first placement: load here for ``inprocess``; for ``auto``, time ``probe`` on a worker."""
         if self.placement == "inprocess":

@@ -3,7 +3,8 @@
 Workers announce themselves on the event topic when a deployment is warm on
 them; a worker that fails a call, or that the scheduler no longer lists, is
 forgotten at once (a restarted worker comes back under a new address and
-announces itself again).
+announces itself again). A worker that went silent is cordoned: it stays
+listed but takes no batch until it answers a heartbeat (see :mod:`workbench.backend.hung`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +55,8 @@ class WorkerPool:
         self._turn = itertools.count()
         self._on_change = on_change
         self._lost: dict[str, set[asyncio.Future[None]]] = {}
+        #: Silent workers, by address: since when (epoch seconds), and why.
+        self.cordoned: dict[str, dict[str, Any]] = {}
 
     # -- membership -------------------------------------------------------------------
     def on_event(self, event: tuple[float, Mapping[str, Any]]) -> None:
@@ -83,8 +87,24 @@ class WorkerPool:
         if self._ready.get(key, {}).pop(address, None) is not None:
             self._notify()
 
+    def cordon(self, address: str, reason: str) -> bool:
+        """Send ``address`` no batch of any deployment until :meth:`uncordon`; False if it already was."""
+        if address in self.cordoned:
+            return False
+        self.cordoned[address] = {"since": time.time(), "reason": reason}
+        self._notify()
+        return True
+
+    def uncordon(self, address: str) -> bool:
+        """Put a cordoned worker back in service; False if it was not cordoned (or was forgotten)."""
+        if self.cordoned.pop(address, None) is None:
+            return False
+        self._notify()
+        return True
+
     def forget_worker(self, address: str) -> None:
         """Drop a worker from every deployment (it died or left the cluster)."""
+        self.cordoned.pop(address, None)
         removed = [slots.pop(address) for slots in self._ready.values() if address in slots]
         for watcher in self._lost.pop(address, ()):
             if not watcher.done():
@@ -121,9 +141,10 @@ class WorkerPool:
 
         A ``gpu`` batch goes to a GPU worker when there is one (any worker
         otherwise: its sessions then run on the CPU); a ``cpu`` batch prefers
-        workers without a GPU, leaving those free for GPU work.
+        workers without a GPU, leaving those free for GPU work. Cordoned workers take none.
         """
-        candidates = [s for s in self._ready.get(key, {}).values() if s.address not in exclude]
+        candidates = [s for s in self._ready.get(key, {}).values()
+                      if s.address not in exclude and s.address not in self.cordoned]
         if not candidates:
             return None
         if resource == "gpu":

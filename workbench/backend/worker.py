@@ -41,13 +41,15 @@ from workbench.models.repository import ModelRepository
 from workbench.monitor.pycosts import mitigate_as_configured, process_costs
 from workbench.pipeline.graph import Pipeline, Prediction, Segment
 
-__all__ = ["EVENTS_TOPIC", "HANDLER", "DeploymentPlugin", "lane_threads", "plugin_name", "python_costs",
+__all__ = ["EVENTS_TOPIC", "HANDLER", "PING", "DeploymentPlugin", "lane_threads", "plugin_name", "python_costs",
            "shared_repository"]
 
 #: Dask event topic on which workers announce deployments they are ready to run (or dropped).
 EVENTS_TOPIC = "workbench"
 #: Name of the comm handler that runs a batch on a worker.
 HANDLER = "workbench_run"
+#: Name of the comm handler that answers a heartbeat through a deployment's lanes.
+PING = "workbench_ping"
 
 
 def plugin_name(deployment: str, generation: int) -> str:
@@ -162,10 +164,27 @@ def python_costs(dask_worker: Any = None) -> dict[str, Any]:
 
 
 def install_handler(worker: Worker) -> None:
-    """Add the batch handler to the worker's comm server (once per worker)."""
-    if HANDLER not in worker.handlers:
-        # NOTE: Dask names handlers by ``__name__`` in its logs and metrics; a plain partial has none.
-        worker.handlers[HANDLER] = functools.update_wrapper(functools.partial(_run_batch, worker), _run_batch)
+    """Add the batch and heartbeat handlers to the worker's comm server (once per worker)."""
+    for name, handler in ((HANDLER, _run_batch), (PING, _ping)):
+        if name not in worker.handlers:
+            # NOTE: Dask names handlers by ``__name__`` in its logs and metrics; a plain partial has none.
+            worker.handlers[name] = functools.update_wrapper(functools.partial(handler, worker), handler)
+
+
+async def _ping(worker: Worker, deployment: str, generation: int) -> dict[str, Any]:
+    """A heartbeat that a free lane of the deployment answers: a worker whose lanes are all stuck stays silent.
+
+    ``{"missing": True}`` when the worker does not hold that generation (it answered all the same).
+    """
+    plugin = worker.plugins.get(plugin_name(deployment, generation))
+    lanes = plugin.lanes if isinstance(plugin, DeploymentPlugin) else None
+    if lanes is None:
+        return {"missing": True}
+    try:
+        await asyncio.get_running_loop().run_in_executor(lanes, time.perf_counter_ns)
+    except RuntimeError:  # NOTE: the lanes were shut down (a swap): the worker's loop answered
+        return {"missing": True}
+    return {"alive": True}
 
 
 async def _run_batch(worker: Worker, deployment: str, generation: int, segment: int | None,

@@ -106,7 +106,8 @@ def histogram_rows(snapshot: Mapping[str, Any]) -> dict[str, list[Any]]:
 def worker_rows(cluster: Mapping[str, Any], stats: Mapping[str, Mapping[str, Any]],
                 previous: Mapping[str, Mapping[str, Any]] | None = None, span_s: float = 0.0) -> list[dict[str, Any]]:
     """One row per worker: name, address, resources, threads, sessions loaded (with their providers),
-    batches in flight, batches run (and per second since ``previous``, ``span_s`` earlier).
+    batches in flight, batches run (and per second since ``previous``, ``span_s`` earlier), and
+    ``cordoned`` (since when and why; ``None`` while it serves, see :mod:`workbench.backend.hung`).
 
     ``cluster`` is :meth:`~workbench.engine.Engine.describe`; ``stats`` the snapshot of each deployment.
     """
@@ -122,6 +123,8 @@ def worker_rows(cluster: Mapping[str, Any], stats: Mapping[str, Mapping[str, Any
                                                                  for stage, p in providers.items()) or "loaded"))
             row["in_flight"] += int(worker.get("in_flight") or 0)
             row["batches"] += sum((worker.get("ran") or {}).values())
+            if worker.get("cordoned"):
+                row["cordoned"] = worker["cordoned"]
     ran_now = _ran(stats)
     for address, row in rows.items():
         grown = ran_now.get(address, 0) - ran_before.get(address, 0)
@@ -134,7 +137,7 @@ def _worker(address: str, info: Mapping[str, Any]) -> dict[str, Any]:
     kind = ", ".join(f"{k}={v:g}" if isinstance(v, int | float) else f"{k}={v}" for k, v in sorted(resources.items()))
     name = info.get("name")
     return {"name": address if name is None else name, "address": address, "resources": kind or "CPU",
-            "threads": int(info.get("nthreads") or 0), "sessions": [], "in_flight": 0, "batches": 0}
+            "threads": int(info.get("nthreads") or 0), "sessions": [], "in_flight": 0, "batches": 0, "cordoned": None}
 
 
 def _ran(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:

@@ -1,9 +1,10 @@
-"""The Dask workers: resources, sessions loaded (with their execution providers), batches in flight and run."""
+"""The Dask workers: serving or cordoned, resources, sessions loaded (with their providers), batches run."""
 
 from __future__ import annotations
 
 import html
 import math
+import time
 
 import panel as pn
 
@@ -32,7 +33,8 @@ def table(header: list[str], rows: list[list[str]], numeric: set[int] | None = N
 
 
 class WorkersTable(Component):
-    """One row per worker: resources, threads, sessions loaded, batches in flight, batches run (and per second)."""
+    """One row per worker: serving or cordoned (since when, why), resources, threads, sessions loaded, batches
+    in flight, batches run (and per second)."""
 
     route = "workers"
 
@@ -53,12 +55,16 @@ class WorkersTable(Component):
         rows = []
         for worker in self.hub.feed.workers():
             rate = worker["batches_per_s"]
+            cordoned = worker["cordoned"]
+            state = "serving" if not cordoned else (
+                f"<b style='color:#d62828'>cordoned</b> {time.strftime('%H:%M:%S', time.localtime(cordoned['since']))}"
+                f"<br>{html.escape(str(cordoned['reason']))}")
             rows.append([
-                html.escape(str(worker["name"])) + f"<br><code>{html.escape(worker['address'])}</code>",
+                html.escape(str(worker["name"])) + f"<br><code>{html.escape(worker['address'])}</code>", state,
                 html.escape(worker["resources"]), str(worker["threads"]),
                 "<br>".join(html.escape(s) for s in worker["sessions"]) or "<i>none</i>",
                 str(worker["in_flight"]), str(worker["batches"]), "-" if math.isnan(rate) else f"{rate:.1f}",
             ])
-        self.body.object = table(["worker", "resources", "threads", "sessions loaded", "in flight", "batches",
-                                  "batches/s"], rows, numeric={2, 4, 5, 6}) if rows else (
+        self.body.object = table(["worker", "state", "resources", "threads", "sessions loaded", "in flight",
+                                  "batches", "batches/s"], rows, numeric={3, 5, 6, 7}) if rows else (
             "<div class='wb-note'>no worker yet</div>")

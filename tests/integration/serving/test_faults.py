@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import shutil
 import signal
@@ -21,7 +20,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ import numpy as np
 import onnx
 import pytest
 from loopback import Answer, client, live_server, post, tabular_request, text_request
-from processes import stop_all
+from processes import DaskProcesses
 from servers import Served, serving
 from waiting import eventually, free_port
 
@@ -300,50 +298,6 @@ async def test_a_worker_killed_under_load_answers_every_request(served: Served) 
 
 
 # -- (e) readiness ----------------------------------------------------------------------
-@dataclass
-class DaskProcesses:
-    """A scheduler and workers started as separate processes, and their logs."""
-
-    folder: Path
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def scheduler_file(self) -> Path:
-        return self.folder / "scheduler.json"
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        with open(self.folder / f"{name}.log", "wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=log, stderr=subprocess.STDOUT,
-                                       cwd=self.folder, env={**os.environ, "WORKBENCH_INTRA_OP_THREADS": "1"})
-        self.processes[name] = process
-        return process
-
-    def start_scheduler(self) -> str:
-        process = self.start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
-                             "127.0.0.1:0", "--scheduler-file", str(self.scheduler_file))
-
-        def written() -> bool:
-            assert process.poll() is None, self.log("scheduler")
-            try:
-                return "address" in json.loads(self.scheduler_file.read_text())
-            except (OSError, ValueError):  # NOTE: not there yet, or half written
-                return False
-
-        eventually(written, what="the scheduler's address in its file")
-        address: str = json.loads(self.scheduler_file.read_text())["address"]
-        return address
-
-    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        return self.start(name, "worker", "--scheduler-file", str(self.scheduler_file), "--name", name, "--nthreads",
-                          "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1")
-
-    def log(self, name: str) -> str:
-        return (self.folder / f"{name}.log").read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        stop_all(self.processes.values())
-
-
 def test_ready_is_503_until_every_pipeline_has_a_warm_worker(tmp_path: Path, home: Path) -> None:
     dask = DaskProcesses(tmp_path)
     try:

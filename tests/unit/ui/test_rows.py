@@ -77,8 +77,9 @@ def test_histogram_rows_are_sorted_by_size() -> None:
 def test_worker_rows_merge_the_cluster_with_the_sessions_each_deployment_holds() -> None:
     cluster = {"workers": {"tcp://a": {"name": 0, "nthreads": 2, "resources": {}},
                            "tcp://b": {"name": 1, "nthreads": 1, "resources": {"GPU": 1}}}}
+    silent = {"since": 1.0, "reason": "no answer to a batch of 'text' within 2.00 s"}
     text = {"workers": [{"address": "tcp://a", "nthreads": 2, "providers": {"encoder": "CUDAExecutionProvider"},
-                         "in_flight": 2, "ran": {"pipeline": 5}}]}
+                         "in_flight": 2, "ran": {"pipeline": 5}, "cordoned": silent}]}
     before = {"tabular": snapshot(), "text": {"workers": [{"address": "tcp://a", "ran": {"pipeline": 1}}]}}
     rows = worker_rows(cluster, {"tabular": snapshot(), "text": text}, before, span_s=2.0)
     assert [r["address"] for r in rows] == ["tcp://a", "tcp://b"]
@@ -87,6 +88,7 @@ def test_worker_rows_merge_the_cluster_with_the_sessions_each_deployment_holds()
     assert a["sessions"] == ["tabular: model on CPU", "text: encoder on CUDA"]
     assert a["in_flight"] == 3 and a["batches"] == 15 and a["batches_per_s"] == 2.0
     assert b["sessions"] == [] and b["batches"] == 0 and b["batches_per_s"] == 0.0
+    assert a["cordoned"] == silent and b["cordoned"] is None
     assert math.isnan(worker_rows(cluster, {"text": text})[0]["batches_per_s"])
 
 

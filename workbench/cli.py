@@ -127,6 +127,9 @@ def _free_port(host: str) -> int:
 @click.option("--protect-inference", is_flag=True,
               help="Require the token for V2 inference, model metadata and /metrics too.")
 @click.option("--timeout-ms", type=float, default=None, help="Default deadline of a request.")
+@click.option("--latency-budget-ms", default=None, metavar="MS|none",
+              help="p99 latency each pipeline is held to: requests beyond it get 429 with Retry-After "
+                   "[default: $WORKBENCH_LATENCY_BUDGET_MS, else 1000]; 'none' turns it off.")
 @click.option("--max-body-mb", type=float, default=64.0, show_default=True, help="Largest request body.")
 @click.option("--dashboard/--no-dashboard", default=True, show_default=True,
               help="Serve the Panel dashboard at /dashboard.")
@@ -134,8 +137,9 @@ def _free_port(host: str) -> int:
 @click.option("--tls-cert", default=None, help="Client certificate for that cluster.")
 @click.option("--tls-key", default=None, help="Client key for that cluster.")
 def serve(targets: tuple[str, ...], host: str, port: int, scheduler: str | None, workers: int, inprocess: bool,
-          token: str | None, protect_inference: bool, timeout_ms: float | None, max_body_mb: float, dashboard: bool,
-          tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None) -> None:
+          token: str | None, protect_inference: bool, timeout_ms: float | None, latency_budget_ms: str | None,
+          max_body_mb: float, dashboard: bool, tls_ca_file: str | None, tls_cert: str | None,
+          tls_key: str | None) -> None:
     """Serve TARGETS (demo names or pipeline files) over the Open Inference Protocol on one port."""
     from workbench.serving.app import ServeConfig
     from workbench.serving.server import serve as run_server
@@ -146,12 +150,27 @@ def serve(targets: tuple[str, ...], host: str, port: int, scheduler: str | None,
 
         security = tls_security(tls_ca_file, tls_cert, tls_key)
     config = ServeConfig(default_timeout_ms=timeout_ms, max_body_bytes=int(max_body_mb * 2**20), dashboard=dashboard,
-                         protect_inference=protect_inference)
+                         protect_inference=protect_inference,
+                         batching=None if latency_budget_ms is None else {"target_p99_ms": _budget(latency_budget_ms)})
     # NOTE: uvicorn stops gracefully on Ctrl-C (SIGINT), then raises the signal again for its caller: the
     # stop was asked for and done, so the command ends with status 0 rather than click's "Aborted!" (1).
     with contextlib.suppress(KeyboardInterrupt):
         run_server(list(targets), host=host, port=port, scheduler=scheduler, workers=workers, inprocess=inprocess,
                    token=token, security=security, config=config, echo=click.echo)
+
+
+def _budget(value: str) -> float | None:
+    """``--latency-budget-ms``: milliseconds > 0, or ``none``."""
+    if value.strip().lower() in ("none", "off"):
+        return None
+    try:
+        budget = float(value)
+    except ValueError:
+        budget = float("nan")
+    if not budget > 0:
+        raise click.BadParameter(f"a number of milliseconds > 0, or 'none', not {value!r}",
+                                 param_hint="--latency-budget-ms")
+    return budget
 
 
 @main.command()

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workbench.models.session import SessionConfig
@@ -53,6 +53,9 @@ class WorkbenchSettings(BaseSettings):
     Off by default: ``benchmarks/bench_pycosts.py`` showed fewer but longer young pauses and no p99 gain."""
     gil_sampler: bool = True
     """Run the thread that estimates GIL contention (a wake every 5 ms) in each process."""
+    latency_budget_ms: float | None = Field(1000.0, gt=0)
+    """The p99 latency (ms) a pipeline deployed without a target of its own is held to: requests that the
+    queue ahead would keep past it get 429 with ``Retry-After`` at once. ``none`` (or empty) turns it off."""
     hang_factor: float = Field(10.0, gt=0)
     """A call to a worker is hung past this many times the p99 of its runner's recent calls
     (see :mod:`workbench.backend.hung`): its batch goes to another worker, the silent one is cordoned."""
@@ -60,6 +63,13 @@ class WorkbenchSettings(BaseSettings):
     """The shortest a call to a worker may wait before it counts as hung."""
     hang_first_s: float = Field(30.0, gt=0)
     """How long a call may wait before its runner has measured any (the first batches of a deployment)."""
+
+    @field_validator("latency_budget_ms", mode="before")
+    @classmethod
+    def _none_turns_it_off(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
+            return None
+        return value
 
     @property
     def repository_dir(self) -> Path:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import logging
 import os
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from workbench import switching
 from workbench._sync import aclose
@@ -26,7 +27,7 @@ from workbench.backend.placement import PlacedRunner, PlacementDecision, check_p
 from workbench.batching.autotune import AutoTuner, Decision, TuningRules
 from workbench.batching.batch import AnsweredBatch
 from workbench.batching.batcher import DynamicBatcher, RunBatch
-from workbench.config import BatchingConfig
+from workbench.config import BatchingConfig, WorkbenchSettings
 from workbench.errors import NotDeployed, WorkbenchError
 from workbench.monitor.business import BusinessCollector, BusinessMonitor, ShiftRule
 from workbench.monitor.drift import DriftCollector, DriftMonitor
@@ -36,6 +37,7 @@ from workbench.monitor.predlog import PredictionLog, open_prediction_log
 from workbench.monitor.pycosts import CachedFetch, PythonCostsCollector, mitigate_as_configured, process_costs
 from workbench.monitor.stats import BatcherStats
 from workbench.pipeline.cached import cache_report
+from workbench.pipeline.custom import has_python_stage
 from workbench.pipeline.graph import Pipeline, Prediction
 from workbench.switching.metrics import SwitchingCollector
 
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
     from workbench.backend.offline import BatchReport, Columns
 
 __all__ = ["Backend", "Deployment", "Engine", "Observer", "new_request_id", "resolve_pipeline"]
+
+logger = logging.getLogger(__name__)
 
 _ID_PREFIX = os.urandom(10).hex()
 _ID_COUNTER = itertools.count()
@@ -118,8 +122,6 @@ def resolve_pipeline(target: Pipeline | str | Path, *, load: bool) -> Pipeline:
         return Pipeline.from_yaml(path, load=load)
     path = Path(target)
     if isinstance(target, str) and not path.exists():
-        from workbench.config import WorkbenchSettings
-
         named = WorkbenchSettings().pipelines_dir / f"{target}.yaml"
         path = named if named.exists() else path
     if not path.exists():
@@ -175,8 +177,14 @@ class Deployment:
 class Engine:
     """Deployments on a backend, each behind its own dynamic batcher. Use it from one event loop."""
 
-    def __init__(self, backend: Backend, *, prediction_log: PredictionLog | bool = True) -> None:
+    def __init__(self, backend: Backend, *, prediction_log: PredictionLog | bool = True,
+                 latency_budget_ms: float | Literal["settings"] | None = "settings") -> None:
         self.backend = backend
+        self.latency_budget_ms = (WorkbenchSettings().latency_budget_ms if latency_budget_ms == "settings"
+                                  else latency_budget_ms)
+        """The p99 target (ms) of a deployment that names none (``None``: no target); see :meth:`deploy`."""
+        if self.latency_budget_ms is not None:
+            TuningRules(target_p99_ms=self.latency_budget_ms)
         self.predictions = open_prediction_log() if prediction_log is True else (prediction_log or None)
         """Where answered requests are logged (``True``: as the settings say; ``False``: nowhere)."""
         self.feedback_loop = FeedbackLoop(self.predictions) if self.predictions is not None else None
@@ -256,7 +264,9 @@ class Engine:
         ``placement``: ``auto`` (embedded in this process when a batch costs less than a trip to a
         worker, else on the workers; see :mod:`workbench.backend.placement`), ``inprocess``, ``fused``
         or ``by-resource``. ``reference``: inputs (many rows) to score drift against, as
-        :meth:`set_reference` takes them.
+        :meth:`set_reference` takes them. ``batching`` may name ``target_p99_ms``, the p99 latency
+        to hold (requests the queue would keep past it get 429 at once); without it the engine's
+        :attr:`latency_budget_ms` applies (1 s by default), and ``None`` sets no target.
         """
         check_placement(placement)
         pipeline = resolve_pipeline(target, load=self.backend.loads_locally)
@@ -266,7 +276,8 @@ class Engine:
         if name in self._deployments:
             raise WorkbenchError(f"a pipeline is already deployed as {name!r}; undeploy it or swap its variant", 409)
         settings = dict(batching) if isinstance(batching, Mapping) else {}
-        target_p99_ms = settings.pop("target_p99_ms", None)
+        # NOTE: the default budget unless the caller named a target, ``None`` included (no target at all).
+        target_p99_ms = settings.pop("target_p99_ms") if "target_p99_ms" in settings else self.latency_budget_ms
         config = batching if isinstance(batching, BatchingConfig) else BatchingConfig(**settings)
         if config.mode == "auto" and target_p99_ms is None:
             raise ValueError("mode 'auto' needs a latency target: add target_p99_ms to batching")
@@ -281,6 +292,7 @@ class Engine:
         if target_p99_ms is not None:
             deployment.latency_target_ms = float(target_p99_ms)
             self._follow_target(deployment)
+            await _seed_admission(deployment)
         await self.backend.publish(name, deployment.state())
         if reference is not None:
             await self.set_reference(name, reference)
@@ -319,6 +331,8 @@ class Engine:
             # NOTE: the target is cluster state; each serving process tunes its own batcher towards it.
             deployment.latency_target_ms = state.get("latency_target_ms")
             self._follow_target(deployment)
+            if deployment.latency_target_ms is not None:
+                await _seed_admission(deployment)
             attached.append(name)
         return attached
 
@@ -782,6 +796,28 @@ def _placed(runner: RunBatch) -> dict[str, Any]:
     """Where a runner sends its batches and why (see :mod:`workbench.backend.placement`)."""
     snapshot = getattr(runner, "snapshot", None)
     return snapshot() if snapshot is not None else {"placement": None, "where": None, "decision": None}
+
+
+async def _seed_admission(deployment: Deployment) -> None:
+    """Time one full batch of made-up rows, so that admission judges a burst on a fresh deployment too.
+
+    NOTE: made-up rows never reach user code (a ``python`` stage may write somewhere): such a pipeline's
+    first batches are its first measure, as they are for one whose inputs the traffic maker cannot make.
+    """
+    from workbench.traffic.requests import request_maker
+
+    pipeline = deployment.pipeline
+    if has_python_stage(pipeline.stages):
+        return
+    rows = deployment.batcher.config.max_batch_size
+    try:
+        batch = pipeline.validate(request_maker(pipeline)(rows))
+        began = time.perf_counter()
+        await deployment.runner(batch)
+    except Exception:
+        logger.debug("no warm-up batch for %s", deployment.name, exc_info=True)
+        return
+    deployment.batcher.seed_service(time.perf_counter() - began, rows)
 
 
 def _hang_deadline_s(runner: RunBatch) -> float | None:

@@ -17,7 +17,7 @@ ROWS = np.random.default_rng(0).normal(size=(64, 30)).astype(np.float32)
 async def test_auto_mode_runs_the_tuner_until_another_mode(tabular_pipeline: Pipeline) -> None:
     engine = Engine.inprocess()
     try:
-        await engine.deploy(tabular_pipeline, name="tabular")
+        await engine.deploy(tabular_pipeline, name="tabular", batching={"target_p99_ms": None})
         with pytest.raises(ValueError, match="mode 'auto' needs a latency target"):
             engine.set_batching("tabular", mode="auto")
         assert engine.stats("tabular")["config"]["mode"] == "dynamic", "a refused change changes nothing"

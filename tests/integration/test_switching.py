@@ -47,7 +47,9 @@ async def test_surge_switches_to_the_faster_variant_and_back_after_it(text_pipel
     engine = Engine.inprocess()
     run: asyncio.Task[object] | None = None
     try:
-        deployment = await engine.deploy(text_pipeline, name="text", batching={"max_batch_size": 8})
+        # NOTE: no latency budget: the policy's own target is under test, and admission is left alone.
+        deployment = await engine.deploy(text_pipeline, name="text", batching={"max_batch_size": 8,
+                                                                                "target_p99_ms": None})
         # NOTE: first with a target nothing misses, to calibrate both variants and read what they cost here;
         # the target and the rates are then set relative to those profiles, not in absolute ms.
         await engine.set_policy("text", "best-quality-within-target", target_p99_ms=1e6, **RULES)
@@ -116,7 +118,7 @@ async def test_surge_switches_to_the_faster_variant_and_back_after_it(text_pipel
 async def test_fixed_policy_never_switches_and_rejects_rules(text_pipeline: Pipeline) -> None:
     engine = Engine.inprocess()
     try:
-        await engine.deploy(text_pipeline, name="text")
+        await engine.deploy(text_pipeline, name="text", batching={"target_p99_ms": None})
         with pytest.raises(ValueError, match="needs a latency target"):
             await engine.set_policy("text", "best-quality-within-target")
         with pytest.raises(ValueError, match="policy must be one of"):

@@ -36,7 +36,9 @@ cannot be answered within the target at the recently measured service rate::
 Nothing is refused while the rows queued and in flight fit in two rounds of
 batches (``2 * max_batch_size * max_in_flight`` rows: the round running and the
 next), nor before any batch has been measured: those requests go with the next
-batches anyway, and a cold start has no rate to judge by.
+batches anyway, and a cold start has no rate to judge by. The engine times one
+full batch at deploy (:meth:`DynamicBatcher.seed_service`), so that a burst on a
+fresh deployment is judged too.
 
 Deadlines: a request that is not dispatched by its deadline fails with
 :class:`DeadlineExceeded` (HTTP 504) as the deadline passes, and is never run;
@@ -223,6 +225,25 @@ class DynamicBatcher:
         # NOTE: a batch in flight is half done on average: its other half is still ahead of the queue.
         ahead = self._waiting_rows + self._in_flight_rows / 2
         return ahead / rows_per_s + service_s
+
+    def seed_service(self, seconds: float, rows: int) -> None:
+        """Take a batch timed outside the batcher (the engine's warm-up at deploy) as the first one measured.
+
+        Without it, admission has no rate to judge a cold start's burst by. Ignored once a batch ran here.
+        """
+        if not self._service_ns and seconds > 0 and rows > 0:
+            self._learn(seconds * 1e9, rows)
+
+    def _learn(self, ran_ns: float, rows: int) -> None:
+        """Fold one batch's run time into the smoothed service time, its deviation and the rows per batch."""
+        # NOTE: as RFC 6298 does for round trips: the deviation starts at half the first sample, and is
+        # updated from the old mean before the mean moves.
+        self._service_dev_ns = ran_ns / 2 if not self._service_ns else (
+            _DEVIATION_SMOOTHING * abs(ran_ns - self._service_ns) + (1 - _DEVIATION_SMOOTHING) * self._service_dev_ns)
+        self._service_ns = ran_ns if not self._service_ns else (
+            _GAP_SMOOTHING * ran_ns + (1 - _GAP_SMOOTHING) * self._service_ns)
+        self._batch_rows = rows if not self._batch_rows else (
+            _GAP_SMOOTHING * rows + (1 - _GAP_SMOOTHING) * self._batch_rows)
 
     def replace_runner(self, run_batch: RunBatch) -> None:
         """Send batches formed from now on to ``run_batch`` (a swap); batches in flight finish where they are."""
@@ -498,14 +519,7 @@ class DynamicBatcher:
         self.stats.record_batch_run(ran / 1e9)
         if prediction.counters:
             self.stats.record_counts(prediction.counters)
-        # NOTE: as RFC 6298 does for round trips: the deviation starts at half the first sample, and is
-        # updated from the old mean before the mean moves.
-        self._service_dev_ns = ran / 2 if not self._service_ns else (
-            _DEVIATION_SMOOTHING * abs(ran - self._service_ns) + (1 - _DEVIATION_SMOOTHING) * self._service_dev_ns)
-        self._service_ns = ran if not self._service_ns else (
-            _GAP_SMOOTHING * ran + (1 - _GAP_SMOOTHING) * self._service_ns)
-        self._batch_rows = rows if not self._batch_rows else (
-            _GAP_SMOOTHING * rows + (1 - _GAP_SMOOTHING) * self._batch_rows)
+        self._learn(ran, rows)
         shared = prediction.timings_ms
         queued, forming, total = [], [], []
         answers = []

@@ -81,7 +81,8 @@ def home(tmp_path_factory: pytest.TempPathFactory, demo_home: Path) -> Path:
 def served(home: Path) -> Iterator[Served]:
     """The text and tabular pipelines of ``home``, batches on a LocalCluster of two workers."""
     pipelines = [str(home / "pipelines" / f"{name}.yaml") for name in ("text", "tabular")]
-    config = ServeConfig(batching={"max_batch_size": BATCH, "max_delay_ms": 5})
+    # NOTE: no latency budget: these tests queue far more than a second of work on purpose.
+    config = ServeConfig(batching={"max_batch_size": BATCH, "max_delay_ms": 5, "target_p99_ms": None})
     with serving(config, inprocess=False, workers=2, pipelines=pipelines) as live:
         eventually(lambda: len(_held(live, "text")) == 2 and len(_held(live, "tabular")) == 2,
                    what="both workers holding both pipelines")
@@ -342,7 +343,8 @@ def _start_serving(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], s
 
 
 async def test_sigterm_finishes_the_requests_in_flight_and_exits_0(tmp_path: Path, demo_home: Path) -> None:
-    process, url = _start_serving(tmp_path, "text")
+    # NOTE: no latency budget: the queue must hold seconds of work when the signal comes.
+    process, url = _start_serving(tmp_path, "text", "--latency-budget-ms", "none")
     count = 48  # NOTE: 384 sentences: seconds of work for two workers, so most are still queued at the signal
     sent = 0
 

@@ -22,6 +22,7 @@ import pytest
 from loopback import Answer, client, post, text_request
 from servers import Served, serving
 
+from workbench.config import WorkbenchSettings
 from workbench.demo.corpus import topic_sentences
 from workbench.serving.app import ServeConfig
 
@@ -104,3 +105,37 @@ async def test_overload_gets_fast_429s_and_the_admitted_requests_meet_the_target
     assert p99 <= bound_ms, f"admitted p99 {p99:.0f} ms over the target {TARGET_MS:g} ms + {SLOW_BATCHES} of " \
                             f"this run's slowest batch ({slowest_ms:.0f} ms)"
     assert refused_s < ok_s, "a refusal must come back faster than an admitted request"
+
+
+@pytest.fixture(scope="module")
+def defaults(demo_home: object) -> Iterator[Served]:
+    """The text pipeline served with every default (its latency budget included), in-process."""
+    with serving(ServeConfig(), inprocess=True, pipelines=["text"]) as live:
+        yield live
+
+
+async def test_with_the_defaults_a_burst_on_a_fresh_server_is_shed_to_the_latency_budget(defaults: Served) -> None:
+    budget_ms = WorkbenchSettings().latency_budget_ms
+    assert budget_ms == 1000.0, "the documented default"
+    count = 600
+    async with client(connections=count + 8) as http:
+        stats = (await http.get(f"{defaults.url}/api/pipelines/text/stats")).json()
+        assert stats["admission"]["latency_target_ms"] == budget_ms and stats["requests_total"] == 0
+        url = f"{defaults.url}/v2/models/text/infer"
+        # NOTE: 4800 sentences, several seconds of work anywhere: far past the budget.
+        bodies = [text_request([SENTENCES[(i + k) % len(SENTENCES)] for k in range(ROWS)]) for i in range(count)]
+        answers = await asyncio.wait_for(asyncio.gather(*(post(http, url, body) for body in bodies)), 300)
+        after = (await http.get(f"{defaults.url}/api/pipelines/text/stats")).json()
+
+    statuses = Counter(a.status for a in answers)
+    assert set(statuses) == {200, 429}, statuses
+    refused = [a for a in answers if a.status == 429]
+    assert all(int(a.headers["retry-after"]) >= 1 and f"against a target of {budget_ms:g} ms" in a.body["error"]
+               for a in refused)
+    totals = np.array([a.timings_ms["total"] for a in answers if a.status == 200])
+    p99 = float(np.percentile(totals, 99))
+    slowest_ms = after["batch_run_ms"]["p100"]
+    print(f"\n{count} requests of {ROWS} sentences at once, defaults: {dict(statuses)}; admitted p99 {p99:.0f} ms "
+          f"(budget {budget_ms:g} ms), slowest batch {slowest_ms:.0f} ms")
+    assert p99 <= budget_ms + SLOW_BATCHES * slowest_ms
+    assert after["admission"]["refused_for_latency"] == len(refused)

@@ -28,6 +28,9 @@ def test_policy_is_set_checked_and_shown_in_stats(served: Served) -> None:
     with httpx.Client(base_url=served.url, timeout=60) as http:
         refused = http.put(POLICY, json={"policy": "cheapest"})
         assert refused.status_code == 400 and "policy" in refused.json()["error"]
+        # NOTE: the default latency budget is the target a policy falls back to: without it, there is none.
+        cleared = http.put("/api/pipelines/text/latency-target", json={"target_p99_ms": None})
+        assert cleared.status_code == 200, cleared.text
         no_target = http.put(POLICY, json={"policy": "best-quality-within-target"})
         assert no_target.status_code == 400 and "needs a latency target" in no_target.json()["error"]
         unknown = http.put(POLICY, json={"policy": "best-quality-within-target", "target_p99_ms": 500,

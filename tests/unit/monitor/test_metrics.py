@@ -61,7 +61,8 @@ async def test_an_engine_counts_requests_stages_and_batches(demo_home: Path) -> 
         assert value(text, "workbench_backend_info", kind="inprocess") == 1
         assert value(text, "workbench_active_variant_info", pipeline="tabular", stage="model") == 1
         assert samples(text, "workbench_active_variant_info")[0][0]["variant"] == "gbt"
-        assert samples(text, "workbench_latency_target_seconds") == []
+        # NOTE: the default latency budget (1 s) is the target of a pipeline deployed without one.
+        assert samples(text, "workbench_latency_target_seconds") == [({"pipeline": "tabular"}, 1.0)]
 
         await engine.swap("tabular", "logreg")
         engine.set_latency_target("tabular", 250)

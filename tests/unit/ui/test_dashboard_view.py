@@ -71,6 +71,8 @@ def test_knobs_go_through_the_engine_and_come_back_from_it(wb: Workbench, dashbo
 
 def test_auto_tune_needs_a_latency_target_and_says_so(wb: Workbench, dashboard: Dashboard) -> None:
     state = dashboard.state
+    assert state.target_p99_ms == 1000.0, "the default latency budget, shown"
+    state.target_p99_ms = None
     state.auto_tune = True
     assert state.failed and "latency target" in state.message
     eventually(lambda: state.auto_tune is False, state.refresh)

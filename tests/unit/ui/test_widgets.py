@@ -64,7 +64,8 @@ def test_latency_target_and_auto_tune_toggle(wb: Workbench, controls: Controls) 
 
 
 def test_a_refused_change_springs_back_and_says_why(wb: Workbench, controls: Controls) -> None:
-    controls.autotune.value = True  # no latency target yet
+    controls.latency_target_ms.value = 0  # NOTE: no target: not even the default budget
+    controls.autotune.value = True
     assert config(wb)["mode"] == "dynamic"
     assert controls.autotune.value is False
     assert "needs a latency target" in controls.status.value

@@ -15,13 +15,14 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from workbench import switching
 from workbench._sync import aclose
+from workbench.backend.cluster_state import Refused
 from workbench.backend.inprocess import InProcessBackend
 from workbench.backend.placement import PlacedRunner, PlacementDecision, check_placement
 from workbench.batching.autotune import AutoTuner, Decision, TuningRules
@@ -37,7 +38,6 @@ from workbench.monitor.predlog import PredictionLog, open_prediction_log
 from workbench.monitor.pycosts import CachedFetch, PythonCostsCollector, mitigate_as_configured, process_costs
 from workbench.monitor.stats import BatcherStats
 from workbench.pipeline.cached import cache_report
-from workbench.pipeline.custom import has_python_stage
 from workbench.pipeline.graph import Pipeline, Prediction
 from workbench.switching.metrics import SwitchingCollector
 
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["Backend", "Deployment", "Engine", "Observer", "new_request_id", "resolve_pipeline"]
 
 logger = logging.getLogger(__name__)
+#: The batching knobs kept with the cluster (``max_in_flight`` is fitted to each front's own workers).
+_SHARED_KNOBS = ("max_batch_size", "max_delay_ms", "mode")
 
 _ID_PREFIX = os.urandom(10).hex()
 _ID_COUNTER = itertools.count()
@@ -102,6 +104,10 @@ class Backend(Protocol):
     def workers(self, name: str, generation: int) -> list[dict[str, Any]]: ...
     def threads(self, name: str, generation: int) -> int: ...
     async def publish(self, name: str, state: dict[str, Any] | None) -> None: ...
+    async def publish_change(self, name: str, fields: Mapping[str, Any], *,
+                             expect_generation: int | None = None) -> None: ...
+    async def next_generation(self, name: str, current: int) -> int: ...
+    def on_state_change(self, listener: Any) -> None: ...
     async def published(self) -> dict[str, Any]: ...
     def describe(self) -> dict[str, Any]: ...
     async def close(self) -> None: ...
@@ -152,6 +158,8 @@ class Deployment:
     """Scores the served rows against reference data, once :meth:`Engine.set_reference` gave some."""
     observers: dict[str, Observer] = field(default_factory=dict, repr=False)
     """Watchers of every answered request, by the key their report has in :meth:`Engine.stats`."""
+    version_seen: int = 0
+    """The version of the cluster's shared state this deployment last applied (see :meth:`Engine.settled`)."""
 
     @property
     def variants(self) -> dict[str, str]:
@@ -196,6 +204,10 @@ class Engine:
         self.metrics.register(SwitchingCollector(lambda: {n: d.observers for n, d in list(self._deployments.items())}))
         self.metrics.register(BusinessCollector(self._business_monitors))
         backend.on_workers_changed(self._workers_changed)
+        backend.on_state_change(self._heard_change)
+        # NOTE: this front's publications and what it hears of others' run one after another, in order: a change
+        # heard is read back only once this front's own earlier changes have reached the scheduler.
+        self._shared_tail: asyncio.Future[None] | None = None
         process_costs()
         # NOTE: worker figures are fetched when read (stats, scrape), one client.run per 5 s at most, rather
         # than piggy-backed on batch replies: nothing is added to the request path, and nobody pays when no one looks.
@@ -225,6 +237,7 @@ class Engine:
     async def close(self) -> None:
         """Finish what is in flight, then stop the batchers and the backend."""
         self.stop_autoscaling()
+        await self._settle_shared()
         for deployment in list(self._deployments.values()):
             if deployment.autotuner is not None:
                 await deployment.autotuner.stop()
@@ -339,14 +352,101 @@ class Engine:
     async def undeploy(self, name: str) -> None:
         """Stop serving ``name``: queued requests are answered first, then the workers drop it."""
         deployment = self.deployment(name)
-        del self._deployments[name]
+        await self._drop_here(deployment)
+        await self.backend.retire(name, deployment.generation)
+        await self._settle_shared()
+        await self.backend.publish(name, None)
+
+    async def _drop_here(self, deployment: Deployment) -> None:
+        """Stop serving a deployment in this process (its queued requests are answered first)."""
+        self._deployments.pop(deployment.name, None)
         if deployment.autotuner is not None:
             await deployment.autotuner.stop()
         await _close_observers(deployment)
         await deployment.batcher.close()
         await aclose(deployment.runner)
-        await self.backend.retire(name, deployment.generation)
-        await self.backend.publish(name, None)
+
+    # -- the state shared with other fronts ----------------------------------------------
+    def _share(self, name: str, fields: Mapping[str, Any]) -> None:
+        """Publish changed fields of ``name``'s shared state, after this front's earlier changes (not awaited)."""
+        if fields:
+            self._after_shared(lambda: self.backend.publish_change(name, fields))
+
+    def _heard_change(self, name: str) -> None:
+        """Another front changed ``name``: read it back and apply it, once this front's own changes are out."""
+        self._after_shared(lambda: self._follow(name))
+
+    def _after_shared(self, step: Callable[[], Awaitable[None]]) -> None:
+        previous = self._shared_tail
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            try:
+                await step()
+            except Exception:  # NOTE: the next change or the next follow tries again; nobody awaits this one
+                logger.warning("keeping the cluster's shared state failed", exc_info=True)
+
+        self._shared_tail = asyncio.ensure_future(run())
+
+    async def _settle_shared(self) -> None:
+        tail = self._shared_tail
+        if tail is not None:
+            await asyncio.wait([tail])
+
+    async def settled(self) -> None:
+        """Return once this front's changes have reached the cluster and the changes heard are applied."""
+        while True:
+            tail = self._shared_tail
+            await self._settle_shared()
+            if tail is self._shared_tail:
+                return
+
+    async def _follow(self, name: str) -> None:
+        """Apply what the cluster now holds for ``name`` (another front changed it)."""
+        state = (await self.backend.published()).get(name)
+        deployment = self._deployments.get(name)
+        if state is None:
+            if deployment is not None:
+                await self._drop_here(deployment)
+            return
+        if deployment is None:
+            await self.attach_published()
+            return
+        if state.get("version", 0) <= deployment.version_seen:
+            return
+        deployment.version_seen = state.get("version", 0)
+        if state["generation"] != deployment.generation:
+            await self._follow_swap(deployment, state)
+        elif state["placement"] != deployment.placement:
+            async with deployment.swapping:
+                runner = await self.backend.place(name, deployment.generation, deployment.pipeline, state["placement"])
+                deployment.placement = state["placement"]
+                await self._switch_runner(deployment, runner)
+            deployment.record("placement", placement=state["placement"], by="another front", **_where(runner))
+        config = deployment.batcher.config
+        knobs = {k: v for k, v in state.get("batching", {}).items() if getattr(config, k, v) != v}
+        if knobs:
+            deployment.batcher.set_batching(**knobs)
+            deployment.record("batching", by="another front", **knobs)
+        if state.get("latency_target_ms") != deployment.latency_target_ms:
+            deployment.latency_target_ms = state.get("latency_target_ms")
+            deployment.record("latency_target", by="another front", target_p99_ms=deployment.latency_target_ms)
+        self._follow_target(deployment)
+
+    async def _follow_swap(self, deployment: Deployment, state: Mapping[str, Any]) -> None:
+        """Serve the generation another front swapped to (its workers hold it already)."""
+        attach = getattr(self.backend, "attach", None)
+        if attach is None:
+            return
+        async with deployment.swapping:
+            before = deployment.variants
+            pipeline = Pipeline.from_dict(state["spec"], load=False)
+            runner = await attach(deployment.name, state["generation"], pipeline, state["placement"])
+            deployment.pipeline, deployment.generation = pipeline, state["generation"]
+            deployment.placement = state["placement"]
+            await self._switch_runner(deployment, runner)
+        deployment.record("swapped", before=before, after=deployment.variants, by="another front")
 
     async def swap(self, name: str, variant: str, stage: str | None = None) -> dict[str, Any]:
         """Switch an inference stage to another variant without dropping a request.
@@ -360,20 +460,28 @@ class Engine:
         async with deployment.swapping:
             before = deployment.variants
             began = time.perf_counter()
+            old_generation = deployment.generation
             try:
                 pipeline = deployment.pipeline.with_variant(variant, stage)
-                generation = deployment.generation + 1
+                generation = await self.backend.next_generation(name, old_generation)
                 runner = await self.backend.deploy(name, generation, pipeline, deployment.placement)
             except Exception as exc:  # the variant cannot be built: the current one keeps serving
                 deployment.record("swap_failed", variant=variant, error=str(exc))
                 raise
-            old_generation = deployment.generation
+            try:
+                # NOTE: a compare-and-set: another front that swapped first wins, and this swap is undone.
+                await self.backend.publish_change(name, {"spec": pipeline.to_dict(), "generation": generation},
+                                                  expect_generation=old_generation)
+            except Refused as exc:
+                await aclose(runner)
+                await self.backend.retire(name, generation)
+                deployment.record("swap_failed", variant=variant, error=str(exc))
+                raise WorkbenchError(f"pipeline {name!r}: {exc}; the swap to {variant!r} was undone", 409) from None
             deployment.pipeline, deployment.generation = pipeline, generation
             await self._switch_runner(deployment, runner)
             await self.backend.retire(name, old_generation)
             event = deployment.record("swapped", before=before, after=deployment.variants,
                                       seconds=round(time.perf_counter() - began, 3))
-            await self.backend.publish(name, deployment.state())
         return event
 
     async def set_placement(self, name: str, placement: str) -> dict[str, Any]:
@@ -389,7 +497,9 @@ class Engine:
             deployment.placement = placement
             await self._switch_runner(deployment, runner)
             deployment.record("placement", placement=placement, **_where(runner))
-            await self.backend.publish(name, deployment.state())
+            self._share(name, {"placement": placement})
+        # NOTE: outside the lock: what this front heard meanwhile may wait for it.
+        await self._settle_shared()
         return _placed(runner)
 
     async def _switch_runner(self, deployment: Deployment, runner: RunBatch) -> None:
@@ -605,8 +715,11 @@ class Engine:
             deployment.pinned_in_flight = True
         deployment.record("batching", **{k: v for k, v in changes.items() if v is not None})
         self._follow_target(deployment)
-        # NOTE: keeping the cluster's copy current is not on the caller's path.
-        asyncio.get_running_loop().create_task(self.backend.publish(name, deployment.state()))
+        # NOTE: only what changed, so that another front's change to another knob holds too; off the caller's path.
+        shared = {f"batching.{k}": getattr(config, k) for k in changes if k in _SHARED_KNOBS}
+        if target is not None:
+            shared["latency_target_ms"] = deployment.latency_target_ms
+        self._share(name, shared)
         return config
 
     def set_latency_target(self, name: str, target_p99_ms: float | None) -> None:
@@ -621,7 +734,7 @@ class Engine:
         deployment.latency_target_ms = None if target_p99_ms is None else float(target_p99_ms)
         deployment.record("latency_target", target_p99_ms=deployment.latency_target_ms)
         self._follow_target(deployment)
-        asyncio.get_running_loop().create_task(self.backend.publish(name, deployment.state()))
+        self._share(name, {"latency_target_ms": deployment.latency_target_ms})
 
     def _follow_target(self, deployment: Deployment) -> None:
         """Follow the deployment's latency target: the batcher's admission, and the auto-tuner.
@@ -801,17 +914,16 @@ def _placed(runner: RunBatch) -> dict[str, Any]:
 async def _seed_admission(deployment: Deployment) -> None:
     """Time one full batch of made-up rows, so that admission judges a burst on a fresh deployment too.
 
-    NOTE: made-up rows never reach user code (a ``python`` stage may write somewhere): such a pipeline's
-    first batches are its first measure, as they are for one whose inputs the traffic maker cannot make.
+    Where none may be made (:func:`~workbench.traffic.requests.probe_batch`), the first real batches are
+    the first measure.
     """
-    from workbench.traffic.requests import request_maker
+    from workbench.traffic.requests import probe_batch
 
-    pipeline = deployment.pipeline
-    if has_python_stage(pipeline.stages):
-        return
     rows = deployment.batcher.config.max_batch_size
+    batch = probe_batch(deployment.pipeline, rows)
+    if batch is None:
+        return
     try:
-        batch = pipeline.validate(request_maker(pipeline)(rows))
         began = time.perf_counter()
         await deployment.runner(batch)
     except Exception:

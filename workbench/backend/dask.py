@@ -4,8 +4,9 @@ Deploying registers a :class:`~workbench.backend.worker.DeploymentPlugin`
 (every worker, present or joining later, builds the pipeline and keeps it
 warm) and returns a :class:`~workbench.backend.dispatch.DaskRunner` that sends
 batches straight to those workers. What a user controls (deployments, their
-variant and knobs) is also kept with the scheduler (Dask's cluster metadata),
-so every process attached to the cluster sees the same deployments.
+variant and knobs) is also kept with the scheduler, one atomic change at a
+time, so every process attached to the cluster sees the same deployments (see
+:mod:`workbench.backend.cluster_state`).
 """
 
 from __future__ import annotations
@@ -15,26 +16,26 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dask.config
 from distributed import Client, LocalCluster
 
+from workbench.backend.cluster_state import METADATA_KEY, TOPIC, change_on_scheduler, reserve_generation
 from workbench.backend.dispatch import DaskRunner
 from workbench.backend.inprocess import InProcessRunner
 from workbench.backend.placement import PLACEMENTS, PlacedRunner, check_placement
 from workbench.backend.pool import WorkerPool
 from workbench.backend.worker import EVENTS_TOPIC, DeploymentPlugin, plugin_name, python_costs, shared_repository
-from workbench.pipeline.custom import has_python_stage
 from workbench.pipeline.graph import Pipeline
+from workbench.traffic.requests import probe_batch
 
 __all__ = ["HOUSEKEEPING", "DaskBackend", "housekeeping_config", "tls_security"]
 
 logger = logging.getLogger(__name__)
 
-#: Where deployments are kept in the scheduler's metadata.
-METADATA_KEY = "workbench-deployments"
 #: How often the list of live workers is checked against the scheduler.
 _RECONCILE_S = 1.0
 #: Dask's housekeeping cadence for a LocalCluster of our own. At Dask's defaults (a stack sample every
@@ -83,6 +84,9 @@ class DaskBackend:
         self._listeners: list[Callable[[], None]] = []
         self._reconciler: asyncio.Task[None] | None = None
         self._workers: dict[str, Any] = {}
+        #: This front's name in the changes it announces (see :mod:`workbench.backend.cluster_state`).
+        self.origin = uuid.uuid4().hex
+        self._state_listeners: list[Callable[[str], None]] = []
 
     # -- starting and stopping ---------------------------------------------------------
     @classmethod
@@ -120,6 +124,7 @@ class DaskBackend:
 
     async def _start(self) -> DaskBackend:
         self.client.subscribe_topic(EVENTS_TOPIC, self.pool.on_event)
+        self.client.subscribe_topic(TOPIC, self._state_changed)
         await self.refresh_workers()
         self._reconciler = asyncio.get_running_loop().create_task(self._reconcile(), name="workbench-reconcile")
         return self
@@ -192,7 +197,7 @@ class DaskBackend:
         """A runner for a deployment its workers hold, placed as ``placement`` says (``auto``: measured now)."""
         remote = self.runner(name, generation, pipeline, "by-resource" if placement == "by-resource" else "fused")
         placed = PlacedRunner(name, placement, remote, functools.partial(_load_here, pipeline))
-        return await placed.start(_probe_batch(pipeline) if placement == "auto" else None)
+        return await placed.start(probe_batch(pipeline, 1) if placement == "auto" else None)
 
     def runner(self, name: str, generation: int, pipeline: Pipeline, placement: str) -> DaskRunner:
         wants_gpu = any(s.resource == "gpu" for s in pipeline.stages)
@@ -223,13 +228,32 @@ class DaskBackend:
 
     # -- cluster state -----------------------------------------------------------------
     async def publish(self, name: str, state: dict[str, Any] | None) -> None:
-        """Keep a deployment's state with the scheduler (``None`` removes it)."""
-        published = await self.published()
-        if state is None:
-            published.pop(name, None)
-        else:
-            published[name] = state
-        await self.client.set_metadata(METADATA_KEY, published)
+        """Keep a deployment's whole state with the scheduler (``None`` removes it)."""
+        await change_on_scheduler(self.client, name, self.origin, replace=state, delete=state is None)
+
+    async def publish_change(self, name: str, fields: Mapping[str, Any], *,
+                             expect_generation: int | None = None) -> None:
+        """Change some fields of a deployment's state (dotted paths), atomically on the scheduler.
+
+        With ``expect_generation``: only while the deployment is at that generation
+        (:class:`~workbench.backend.cluster_state.Refused` otherwise).
+        """
+        await change_on_scheduler(self.client, name, self.origin, fields=fields, expect_generation=expect_generation)
+
+    async def next_generation(self, name: str, current: int) -> int:
+        """A generation for ``name``'s next swap that no other front builds at the same time."""
+        return await reserve_generation(self.client, name)
+
+    def on_state_change(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(name)`` (on the event loop) when another front changed ``name``'s shared state."""
+        self._state_listeners.append(listener)
+
+    def _state_changed(self, event: tuple[float, Mapping[str, Any]]) -> None:
+        _, message = event
+        if message.get("origin") == self.origin:
+            return
+        for listener in self._state_listeners:
+            listener(message["deployment"])
 
     async def published(self) -> dict[str, Any]:
         # NOTE: Dask's msgpack hands lists back as tuples; a pipeline spec wants its lists back.
@@ -258,21 +282,6 @@ def _lists(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_lists(item) for item in value]
     return value
-
-
-def _probe_batch(pipeline: Pipeline) -> dict[str, Any] | None:
-    """One made-up row to time the pipeline on a worker; ``None`` when its first real batches must decide.
-
-    NOTE: made-up rows never reach user code: a ``python`` stage may write somewhere, or refuse them.
-    """
-    if has_python_stage(pipeline.stages):
-        return None
-    from workbench.traffic.requests import request_maker
-
-    try:
-        return pipeline.validate(request_maker(pipeline)(1))
-    except Exception:  # NOTE: inputs the traffic maker cannot make: the first batches decide
-        return None
 
 
 async def _load_here(pipeline: Pipeline) -> InProcessRunner:

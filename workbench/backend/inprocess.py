@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -183,6 +183,25 @@ class InProcessBackend:
 
     async def published(self) -> dict[str, Any]:
         return dict(self._published)
+
+    async def publish_change(self, name: str, fields: Mapping[str, Any], *,
+                             expect_generation: int | None = None) -> None:
+        """As :meth:`DaskBackend.publish_change`; in one process nothing races it."""
+        state = self._published.get(name)
+        if state is None:
+            return
+        for path, value in fields.items():
+            node = state
+            *parents, leaf = path.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+
+    async def next_generation(self, name: str, current: int) -> int:
+        return current + 1
+
+    def on_state_change(self, listener: Callable[[str], None]) -> None:
+        """Nothing else serves this process's deployments: no change comes from elsewhere."""
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "dashboard_link": None, "workers": {}}

@@ -17,9 +17,27 @@ import numpy as np
 from workbench.pipeline.graph import Pipeline
 from workbench.tensor import TensorSpec
 
-__all__ = ["request_maker"]
+__all__ = ["probe_batch", "request_maker"]
 
 Request = dict[str, np.ndarray]
+
+
+def probe_batch(pipeline: Pipeline, rows: int) -> Request | None:
+    """A validated batch of ``rows`` made-up rows to time ``pipeline`` with; ``None`` when none may be made.
+
+    NOTE: made-up rows never reach user code (a ``python`` stage may write somewhere, or refuse them) nor a
+    feature cache (a made-up entity would be served to the real one later). Then, and for inputs the maker
+    cannot make, the pipeline's first real batches are its first measure.
+    """
+    from workbench.pipeline.cached import CachedFeatures
+    from workbench.pipeline.custom import has_python_stage
+
+    if has_python_stage(pipeline.stages) or any(isinstance(s, CachedFeatures) for s in pipeline.stages):
+        return None
+    try:
+        return pipeline.validate(request_maker(pipeline)(rows))
+    except Exception:  # NOTE: inputs the traffic maker cannot make
+        return None
 
 
 def request_maker(pipeline: Pipeline, *, seed: int = 0) -> Callable[[int], Request]:

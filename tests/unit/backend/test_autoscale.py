@@ -287,6 +287,9 @@ class AddressOnlyBackend:
     def on_workers_changed(self, listener: Any) -> None:
         pass
 
+    def on_state_change(self, listener: Any) -> None:
+        pass
+
 
 def test_autoscale_without_a_cluster_manager_says_what_to_do() -> None:
     engine = Engine(AddressOnlyBackend())  # type: ignore[arg-type]

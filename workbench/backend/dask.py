@@ -16,6 +16,7 @@ import contextlib
 import functools
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,6 +30,7 @@ from workbench.backend.inprocess import InProcessRunner
 from workbench.backend.placement import PLACEMENTS, PlacedRunner, check_placement
 from workbench.backend.pool import WorkerPool
 from workbench.backend.worker import EVENTS_TOPIC, DeploymentPlugin, plugin_name, python_costs, shared_repository
+from workbench.errors import BackendUnavailable
 from workbench.pipeline.graph import Pipeline
 from workbench.traffic.requests import probe_batch
 
@@ -169,7 +171,12 @@ class DaskBackend:
         check_placement(placement)
         plugin = DeploymentPlugin(name, generation, pipeline.to_dict(), instances=pipeline.instances)
         try:
-            replies = await self.client.register_plugin(plugin, name=plugin.name)
+            try:
+                replies = await self.client.register_plugin(plugin, name=plugin.name)
+            except OSError as exc:
+                # NOTE: a worker left while the others built it: go on with those that did (the scheduler
+                # gives the plugin to the worker that replaces it), or undo it when none could.
+                replies = await self._built_after_a_loss(plugin.name, exc)
         except BaseException:
             # NOTE: the scheduler keeps a plugin whose setup failed on a worker, and would set it up
             # again on every worker that joins: take it back, so a refused deploy leaves nothing behind.
@@ -183,6 +190,21 @@ class DaskBackend:
             self.pool.add((name, generation), address, resources=info.get("resources"),
                           nthreads=pipeline.instances or info.get("nthreads"))
         return await self.place(name, generation, pipeline, placement)
+
+    async def _built_after_a_loss(self, plugin: str, lost: OSError, wait_s: float = 60.0) -> list[str]:
+        """The workers that hold ``plugin`` once every worker still alive has built it (or ``wait_s`` passed)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            alive = set(await self.refresh_workers())
+            held = {address for address, d in (await self.client.run(_describe_deployment, plugin)).items()
+                    if d is not None}
+            if (held >= alive and held) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        if not held:
+            raise BackendUnavailable(f"no worker could build {plugin!r}: a worker left during the deploy ({lost})")
+        logger.warning("a worker left while %s was being built (%s); %d others hold it", plugin, lost, len(held))
+        return sorted(held)
 
     async def attach(self, name: str, generation: int, pipeline: Pipeline, placement: str = "auto") -> PlacedRunner:
         """The runner for a deployment that another process made (its workers are already warm)."""

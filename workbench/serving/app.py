@@ -158,6 +158,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # NOTE: Starlette still logs the traceback; the caller gets the V2 error body, not a bare text page.
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+
+    app.add_exception_handler(Exception, internal_error)
     app.add_exception_handler(WorkbenchError, workbench_error)
     app.add_exception_handler(ValueError, workbench_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -298,6 +298,46 @@ async def test_a_worker_killed_under_load_answers_every_request(served: Served) 
         assert (await post(http, urls["text"], _text(0, rows=2))).status == 200
 
 
+async def test_a_worker_killed_during_a_swap_completes_it_on_the_rest_or_undoes_it(served: Served) -> None:
+    pids: dict[str, int] = served.call(lambda: served.engine.backend.client.run(os.getpid))
+    victim = max(pids)
+    async with client(connections=64) as http:
+        (before,) = [p for p in (await http.get(f"{served.url}/api/pipelines")).json() if p["name"] == "text"]
+        target = "int8" if before["variants"]["encoder"] == "fp32" else "fp32"
+        url = f"{served.url}/v2/models/text/infer"
+
+        async def stream() -> list[Answer]:
+            answers = []
+            for i in range(60):
+                answers.append(await post(http, url, _text(i, rows=2)))
+            return answers
+
+        load = [asyncio.ensure_future(stream()) for _ in range(4)]
+        swap = asyncio.ensure_future(http.post(f"{served.url}/api/pipelines/text/swap", json={"variant": target}))
+        await asyncio.sleep(0.15)  # NOTE: the new variant is loading on both workers now
+        os.kill(pids[victim], signal.SIGKILL)
+        response = await asyncio.wait_for(swap, 180)
+        answers = [a for stream_ in await asyncio.wait_for(asyncio.gather(*load), 240) for a in stream_]
+        (after,) = [p for p in (await http.get(f"{served.url}/api/pipelines")).json() if p["name"] == "text"]
+        again = await post(http, url, _text(0, rows=2))
+
+    print(f"\nworker killed during a swap to {target}: {response.status_code} {response.text[:200]}")
+    failed = [(a.status, a.error or a.body) for a in answers if a.status != 200]
+    assert not failed, f"{len(failed)} requests not answered: {failed[:3]}"
+    if response.status_code == 200:
+        assert after["variants"]["encoder"] == target and after["generation"] > before["generation"]
+    else:
+        error = response.json()["error"]
+        assert response.status_code >= 500 and error, response.text
+        assert after["variants"] == before["variants"] and after["generation"] == before["generation"]
+    assert again.status == 200 and again.version == after["variants"]["encoder"]
+
+    def recovered() -> bool:
+        return len(_held(served, "text")) == 2 and len(_held(served, "tabular")) == 2
+
+    await asyncio.to_thread(eventually, recovered, 120, "the killed worker replaced, holding both pipelines")
+
+
 # -- (e) readiness ----------------------------------------------------------------------
 def test_ready_is_503_until_every_pipeline_has_a_warm_worker(tmp_path: Path, home: Path) -> None:
     dask = DaskProcesses(tmp_path)

@@ -77,3 +77,11 @@ def test_bench_claims_prints_both_ratios(demo_home: Path) -> None:
     figures = dict(re.findall(r"^(predlog|int8)\s.*; ratio ([\d.]+)$", done.stdout, re.M))
     assert set(figures) == {"predlog", "int8"}, done.stdout
     assert all(float(ratio) > 0 for ratio in figures.values()), done.stdout
+
+
+def test_fuzz_long_runs_the_fuzzing_against_the_cluster_server(demo_home: Path) -> None:
+    env = {**os.environ, "WORKBENCH_HOME": str(demo_home)}
+    done = subprocess.run([sys.executable, "benchmarks/fuzz_long.py", "--examples", "5"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "4 passed" in done.stdout and "fuzz_long: 5 examples per test (LocalCluster)" in done.stdout, done.stdout

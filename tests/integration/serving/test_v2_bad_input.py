@@ -4,15 +4,20 @@ The cases follow Triton's L0_input_validation (wrong names, shapes, datatypes,
 data sizes and binary framing), sent as raw bytes with httpx; then hypothesis
 sends random JSON, random bytes and mutations of valid requests, and only a 4xx
 (or, for a mutation that is still valid, a 200) may come back: never a 5xx and
-never a hang. Batches run in the server process (``inprocess_server``): what is
-checked here happens in the HTTP front and the pipeline's validation, before any
-batch is formed.
+never a hang. The cases run in the server process (``inprocess_server``): what
+is checked happens in the HTTP front and the pipeline's validation, before any
+batch is formed. The fuzzing runs there and, again, against a server whose
+batches run on a LocalCluster (``server``, every pipeline ``fused`` on the
+workers), so that what the front let through is decoded by a worker from the
+Dask wire. ``WORKBENCH_FUZZ_EXAMPLES`` sets the examples per test (200;
+``benchmarks/fuzz_long.py`` runs 10,000).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -34,7 +39,7 @@ TEXT = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": [
 VALID = {"tabular": TABULAR, "text": TEXT}
 #: No example may take longer than this: a hang fails the test instead of stalling the suite.
 TIMEOUT_S = 30.0
-FUZZ = settings(max_examples=200, deadline=None, database=None,
+FUZZ = settings(max_examples=int(os.environ.get("WORKBENCH_FUZZ_EXAMPLES", "200")), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -42,6 +47,18 @@ FUZZ = settings(max_examples=200, deadline=None, database=None,
 def http(inprocess_server: Served) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=inprocess_server.url, timeout=TIMEOUT_S) as client:
         yield client
+
+
+@pytest.fixture(scope="module", params=["inprocess", "cluster"])
+def fuzzed(request: pytest.FixtureRequest) -> Iterator[tuple[httpx.Client, Served]]:
+    """A client of the in-process server, then of the LocalCluster one with every pipeline on the workers."""
+    served: Served = request.getfixturevalue("inprocess_server" if request.param == "inprocess" else "server")
+    with httpx.Client(base_url=served.url, timeout=TIMEOUT_S) as client:
+        if request.param == "cluster":
+            for name in ("tabular", "text"):
+                moved = client.put(f"/api/pipelines/{name}/placement", json={"placement": "fused"})
+                assert moved.status_code == 200 and moved.json()["where"] == "remote", moved.text
+        yield client, served
 
 
 def body_of(request: dict[str, Any], **changes: Any) -> bytes:
@@ -367,28 +384,34 @@ def mutated_requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
 
 @FUZZ
 @given(body=JSON_VALUES.map(lambda v: json.dumps(v).encode()), model=st.sampled_from(sorted(VALID)))
-def test_fuzz_random_json_is_never_a_server_error(http: httpx.Client, body: bytes, model: str) -> None:
-    assert_no_server_error(http.post(f"/v2/models/{model}/infer", content=body))
+def test_fuzz_random_json_is_never_a_server_error(fuzzed: tuple[httpx.Client, Served], body: bytes,
+                                                  model: str) -> None:
+    assert_no_server_error(fuzzed[0].post(f"/v2/models/{model}/infer", content=body))
 
 
 @FUZZ
 @given(body=st.binary(max_size=512), model=st.sampled_from(sorted(VALID)),
        header_length=st.none() | st.integers(-5, 600).map(str) | HEADER_TEXT)
-def test_fuzz_random_bytes_are_never_a_server_error(http: httpx.Client, body: bytes, header_length: str | None,
-                                                   model: str) -> None:
+def test_fuzz_random_bytes_are_never_a_server_error(fuzzed: tuple[httpx.Client, Served], body: bytes,
+                                                   header_length: str | None, model: str) -> None:
     headers = {} if header_length is None else {"Inference-Header-Content-Length": header_length}
-    assert_no_server_error(http.post(f"/v2/models/{model}/infer", content=body, headers=headers))
+    assert_no_server_error(fuzzed[0].post(f"/v2/models/{model}/infer", content=body, headers=headers))
 
 
 @FUZZ
 @given(case=mutated_requests())
-def test_fuzz_mutated_requests_are_never_a_server_error(http: httpx.Client,
+def test_fuzz_mutated_requests_are_never_a_server_error(fuzzed: tuple[httpx.Client, Served],
                                                        case: tuple[str, bytes, dict[str, str]]) -> None:
     model, body, headers = case
-    assert_no_server_error(http.post(f"/v2/models/{model}/infer", content=body, headers=headers))
+    assert_no_server_error(fuzzed[0].post(f"/v2/models/{model}/infer", content=body, headers=headers))
 
 
-def test_the_server_serves_after_the_fuzzing(http: httpx.Client, inprocess_server: Served) -> None:
+def test_the_server_serves_after_the_fuzzing(fuzzed: tuple[httpx.Client, Served]) -> None:
+    http, served = fuzzed
     assert_still_serving(http)
     assert http.get("/v2/health/ready").json() == {"ready": True}
-    assert sorted(inprocess_server.engine.names()) == ["embed", "tabular", "text"]
+    assert sorted(served.engine.names()) == ["embed", "tabular", "text"]
+    if served.engine.backend.kind == "dask":
+        # NOTE: the fuzzed requests that passed the front went over the wire and ran on the workers.
+        ran = sum(sum(w["ran"].values()) for w in served.engine.stats("tabular")["workers"])
+        assert ran > 0

@@ -85,3 +85,15 @@ def test_fuzz_long_runs_the_fuzzing_against_the_cluster_server(demo_home: Path) 
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "4 passed" in done.stdout and "fuzz_long: 5 examples per test (LocalCluster)" in done.stdout, done.stdout
+
+
+def test_bench_soak_reports_latency_per_minute_errors_and_memory_growth(demo_home: Path) -> None:
+    env = {**os.environ, "WORKBENCH_HOME": str(demo_home)}
+    done = subprocess.run([sys.executable, "benchmarks/bench_soak.py", "--minutes", "0.1", "--capacity-s", "1",
+                           "--sample-s", "1", "--warmup-min", "0"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"^\s+1\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", done.stdout, re.M), done.stdout
+    assert re.search(r"^serving\s+[\d.]+ MiB\s+[\d.]+ MiB\s+-?[\d.]+%$", done.stdout, re.M), done.stdout
+    summary = re.search(r"^soak: (\d+) answered, (\d+) errors; largest RSS growth", done.stdout, re.M)
+    assert summary and int(summary[1]) > 0, done.stdout

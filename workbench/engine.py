@@ -205,6 +205,9 @@ class Engine:
         self.metrics.register(BusinessCollector(self._business_monitors))
         backend.on_workers_changed(self._workers_changed)
         backend.on_state_change(self._heard_change)
+        restarted = getattr(backend, "on_scheduler_restart", None)
+        if restarted is not None:
+            restarted(self._scheduler_restarted)
         # NOTE: this front's publications and what it hears of others' run one after another, in order: a change
         # heard is read back only once this front's own earlier changes have reached the scheduler.
         self._shared_tail: asyncio.Future[None] | None = None
@@ -401,6 +404,19 @@ class Engine:
             await self._settle_shared()
             if tail is self._shared_tail:
                 return
+
+    async def _scheduler_restarted(self) -> None:
+        """A new scheduler at the same address knows nothing: give it this front's deployments back."""
+        restore = self.backend.restore  # type: ignore[attr-defined]  # NOTE: only a Dask backend calls this
+        for deployment in list(self._deployments.values()):
+            try:
+                held = await restore(deployment.name, deployment.generation, deployment.pipeline)
+                await self.backend.publish(deployment.name, deployment.state())
+            except Exception as exc:  # NOTE: the next restart, or a redeploy, tries again; say why now
+                logger.warning("restoring %s on the restarted scheduler failed", deployment.name, exc_info=True)
+                deployment.record("scheduler_restore_failed", error=str(exc))
+                continue
+            deployment.record("scheduler_restored", workers=held)
 
     async def _follow(self, name: str) -> None:
         """Apply what the cluster now holds for ``name`` (another front changed it)."""

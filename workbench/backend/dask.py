@@ -18,11 +18,14 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import dask.config
 from distributed import Client, LocalCluster
+from distributed.comm.addressing import get_address_host_port
+from distributed.core import ConnectionPool
+from distributed.protocol.pickle import dumps
 
 from workbench.backend.cluster_state import METADATA_KEY, TOPIC, change_on_scheduler, reserve_generation
 from workbench.backend.dispatch import DaskRunner
@@ -78,10 +81,21 @@ class DaskBackend:
     #: answer travels back and the next batch is formed and sent (saturated text: 0.84-0.88 -> 0.9 of raw ORT).
     in_flight_per_thread = 2
 
-    def __init__(self, client: Client, cluster: LocalCluster | None = None) -> None:
+    def __init__(self, client: Client, cluster: LocalCluster | None = None, *, address: str | None = None,
+                 client_kwargs: Mapping[str, Any] | None = None) -> None:
         # NOTE: typed loosely: an asynchronous client's methods return awaitables that its stubs do not say.
         self.client: Any = client
         self.cluster: Any = cluster
+        # NOTE: batches go over a pool of our own, not the client's: warm workers keep serving while the
+        # scheduler is gone, and after the client that lost it is replaced.
+        self.rpc = ConnectionPool(limit=512, connection_args=client.connection_args, deserialize=True)
+        #: Where to reattach when the scheduler comes back (a cluster attached by address only).
+        self._address = address
+        self._client_kwargs = dict(client_kwargs or {})
+        self._scheduler_id: str | None = None
+        #: Since when (epoch seconds) the scheduler does not answer; ``None`` while it does.
+        self.scheduler_lost_at: float | None = None
+        self._restart_listeners: list[Callable[[], Awaitable[None]]] = []
         self.pool = WorkerPool(self._changed)
         self._listeners: list[Callable[[], None]] = []
         self._reconciler: asyncio.Task[None] | None = None
@@ -122,11 +136,11 @@ class DaskBackend:
     async def connect(cls, address: str, **client_kwargs: Any) -> DaskBackend:
         """Attach to a running cluster (``dask scheduler`` / ``dask worker``, or any deployment of them)."""
         client: Any = await Client(address, asynchronous=True, **client_kwargs)
-        return await cls(client)._start()
+        return await cls(client, address=address, client_kwargs=client_kwargs)._start()
 
     async def _start(self) -> DaskBackend:
-        self.client.subscribe_topic(EVENTS_TOPIC, self.pool.on_event)
-        self.client.subscribe_topic(TOPIC, self._state_changed)
+        await self.rpc.start()
+        self._subscribe()
         await self.refresh_workers()
         self._reconciler = asyncio.get_running_loop().create_task(self._reconcile(), name="workbench-reconcile")
         return self
@@ -137,23 +151,115 @@ class DaskBackend:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconciler
         await self.client.close()
+        await self.rpc.close()
         if self.cluster is not None:
             await self.cluster.close()
 
+    def _subscribe(self) -> None:
+        self.client.subscribe_topic(EVENTS_TOPIC, self.pool.on_event)
+        self.client.subscribe_topic(TOPIC, self._state_changed)
+
     async def _reconcile(self) -> None:
-        """Forget workers the scheduler no longer lists (killed workers send no goodbye)."""
+        """Forget workers the scheduler no longer lists (killed workers send no goodbye); reattach when it is back."""
         while True:
             try:
-                await self.refresh_workers()
+                if self.client.status != "running":
+                    raise ConnectionError(f"the client is {self.client.status}")
+                await asyncio.wait_for(self.refresh_workers(), 10)
+                if self.scheduler_lost_at is not None:
+                    logger.warning("the scheduler answers again, after %.1f s", time.time() - self.scheduler_lost_at)
+                    self.scheduler_lost_at = self.pool.unreachable = None
             except Exception:  # keep reconciling through scheduler hiccups
-                logger.debug("worker reconciliation failed", exc_info=True)
+                if self.scheduler_lost_at is None:
+                    self.scheduler_lost_at = time.time()
+                    self.pool.unreachable = f"the scheduler at {self.client.scheduler.address} does not answer"
+                    logger.warning("the scheduler does not answer: warm workers keep serving", exc_info=True)
+                await self._forget_unreachable_workers()
+                if self._address is not None and self.client.status in ("closing", "closed"):
+                    with contextlib.suppress(Exception):
+                        await self._reattach()
             await asyncio.sleep(_RECONCILE_S)
+
+    async def _forget_unreachable_workers(self, timeout_s: float = 1.0) -> None:
+        """While the scheduler cannot say which workers died, find out: a worker that takes no connection is gone.
+
+        NOTE: Dask workers close once their scheduler is gone, and a call to a closed worker retries its
+        refused connection for Dask's whole connect timeout: forgetting them ends those waits at once.
+        """
+        async def reachable(address: str) -> bool:
+            host, port = get_address_host_port(address)
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+            except (OSError, TimeoutError):
+                return False
+            writer.close()
+            return True
+
+        addresses = sorted({slot.address for key in self.pool.generations() for slot in self.pool.workers(key)})
+        for address, alive in zip(addresses, await asyncio.gather(*(reachable(a) for a in addresses))):
+            if not alive:
+                logger.warning("worker %s takes no connection (and the scheduler cannot tell): forgotten", address)
+                self.pool.forget_worker(address)
+
+    async def _reattach(self) -> None:
+        """A new client on the same address (the old one gave up reconnecting); raises while nobody answers there."""
+        assert self._address is not None
+        client: Any = await asyncio.wait_for(
+            Client(self._address, asynchronous=True, **{"timeout": 5, **self._client_kwargs}), 10)
+        old, self.client = self.client, client
+        self._subscribe()
+        with contextlib.suppress(Exception):
+            await old.close()
 
     async def refresh_workers(self) -> dict[str, Any]:
         """The scheduler's current worker list (cached for :meth:`describe`)."""
-        self._workers = dict((await self.client.scheduler.identity(n_workers=-1)).get("workers", {}))
+        identity = await self.client.scheduler.identity(n_workers=-1)
+        restarted = self._scheduler_id is not None and identity.get("id") != self._scheduler_id
+        self._scheduler_id = identity.get("id")
+        self._workers = dict(identity.get("workers", {}))
         self.pool.keep_only(self._workers)
+        if restarted:
+            logger.warning("the scheduler was restarted: restoring the deployments on it")
+            self._subscribe()  # NOTE: a new scheduler knows none of this client's subscriptions
+            for listener in self._restart_listeners:
+                task = asyncio.ensure_future(listener())
+                _RESTORING.add(task)
+                task.add_done_callback(_RESTORING.discard)
         return self._workers
+
+    def on_scheduler_restart(self, listener: Callable[[], Awaitable[None]]) -> None:
+        """Await ``listener()`` when a new scheduler answers at the same address (it knows no deployment)."""
+        self._restart_listeners.append(listener)
+
+    async def restore(self, name: str, generation: int, pipeline: Pipeline, settle_s: float = 3.0) -> list[str]:
+        """Give a restarted scheduler the deployment back, and take its workers back in the pool.
+
+        Workers that kept running hold it still (they are not rebuilt); the scheduler keeps the plugin for
+        workers that join later, and those of the workers now listed that lack it build it. Returns the
+        workers that hold it.
+        """
+        plugin = DeploymentPlugin(name, generation, pipeline.to_dict(), instances=pipeline.instances)
+        # NOTE: workers come back to the new scheduler over a few seconds: wait for their number to settle.
+        seen, stable_since = -1, time.monotonic()
+        deadline = time.monotonic() + 4 * settle_s
+        while time.monotonic() < deadline:
+            count = len(await self.refresh_workers())
+            if count != seen:
+                seen, stable_since = count, time.monotonic()
+            elif count and time.monotonic() - stable_since >= settle_s:
+                break
+            await asyncio.sleep(0.2)
+        held = {address: d for address, d in (await self.client.run(_describe_deployment, plugin.name)).items()
+                if d is not None}
+        missing = sorted(set(self._workers) - set(held))
+        await self.client.run_on_scheduler(_KEEP_PLUGIN, name=plugin.name, plugin=dumps(plugin), missing=missing)
+        if missing:
+            held = {address: d for address, d in (await self.client.run(_describe_deployment, plugin.name)).items()
+                    if d is not None}
+        for address, description in held.items():
+            self.pool.add((name, generation), address, resources=description["resources"],
+                          nthreads=description["nthreads"], providers=description["providers"])
+        return sorted(held)
 
     # -- deployments -------------------------------------------------------------------
     def on_workers_changed(self, listener: Callable[[], None]) -> None:
@@ -224,7 +330,7 @@ class DaskBackend:
     def runner(self, name: str, generation: int, pipeline: Pipeline, placement: str) -> DaskRunner:
         wants_gpu = any(s.resource == "gpu" for s in pipeline.stages)
         return DaskRunner(
-            self.client.rpc, self.pool, name, generation,
+            self.rpc, self.pool, name, generation,
             segments=pipeline.segments() if placement == "by-resource" else None,
             resource="gpu" if wants_gpu else "cpu", output_names=pipeline.output_names,
             variants={s.name: s.variant for s in pipeline.inference_stages},
@@ -289,12 +395,31 @@ class DaskBackend:
         return {
             "kind": self.kind,
             "scheduler": self.client.scheduler.address,
+            "scheduler_lost_at": self.scheduler_lost_at,
             "dashboard_link": self.client.dashboard_link,
             "workers": {
                 address: {"resources": w.get("resources", {}), "nthreads": w.get("nthreads"), "name": w.get("name")}
                 for address, w in self._workers.items()
             },
         }
+
+
+#: The restorations under way (asyncio keeps only weak references to tasks).
+_RESTORING: set[asyncio.Future[None]] = set()
+
+
+def _keep_plugin_on_scheduler() -> Callable[..., Awaitable[None]]:
+    """What a restarted scheduler runs to keep a deployment's plugin; nested, so that it travels by value."""
+
+    async def keep(dask_scheduler: Any, name: str, plugin: bytes, missing: list[str]) -> None:
+        dask_scheduler.worker_plugins[name] = plugin
+        if missing:
+            await dask_scheduler.broadcast(msg={"op": "plugin-add", "plugin": plugin, "name": name}, workers=missing)
+
+    return keep
+
+
+_KEEP_PLUGIN = _keep_plugin_on_scheduler()
 
 
 def _lists(value: Any) -> Any:

@@ -120,6 +120,10 @@ class DaskRunner:
             slot = self._pool.choose(self.key, resource, exclude=failed)
             if slot is None:
                 remaining = deadline - time.monotonic()
+                if self._pool.unreachable is not None:
+                    # NOTE: no worker joins a cluster whose scheduler is gone: say so at once, do not wait.
+                    raise BackendUnavailable(f"pipeline {self.deployment!r}: no worker is left to run the batch, "
+                                             f"and {self._pool.unreachable}")
                 if remaining <= 0:
                     raise BackendUnavailable(
                         f"pipeline {self.deployment!r}: no worker could run the batch "

@@ -57,6 +57,8 @@ class WorkerPool:
         self._lost: dict[str, set[asyncio.Future[None]]] = {}
         #: Silent workers, by address: since when (epoch seconds), and why.
         self.cordoned: dict[str, dict[str, Any]] = {}
+        #: Why no worker can come back now (the scheduler does not answer); ``None`` while one may.
+        self.unreachable: str | None = None
 
     # -- membership -------------------------------------------------------------------
     def on_event(self, event: tuple[float, Mapping[str, Any]]) -> None:
@@ -130,6 +132,10 @@ class WorkerPool:
             self._on_change()
 
     # -- reading ----------------------------------------------------------------------
+    def generations(self) -> list[Key]:
+        """The deployment generations that have ready workers."""
+        return list(self._ready)
+
     def workers(self, key: Key) -> list[WorkerSlot]:
         return list(self._ready.get(key, {}).values())
 

@@ -79,6 +79,8 @@ _DEVIATION_SMOOTHING = 0.25
 #: Mean deviations added to the mean batch run time for admission: a high quantile of a noisy time
 #: from two running sums, as TCP's retransmission timer does for round trips (RFC 6298 adds 4).
 _SPREAD = 2.0
+#: The longest deadline a request may set; one past it (a year) is no deadline at all.
+_LONGEST_DEADLINE_S = 365 * 86400.0
 
 
 def _halfway(now_ns: int, deadline_ns: int) -> int:
@@ -270,6 +272,8 @@ class DynamicBatcher:
         and :class:`DeadlineExceeded` when ``timeout_s`` passes before the request
         is dispatched (it is then not run at all).
         """
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"the request timeout must be a number of seconds > 0, not {timeout_s!r}")
         if self._closed:
             raise BatcherClosed(f"pipeline {self.name!r} is shutting down")
         self._ensure_started()
@@ -287,6 +291,8 @@ class DynamicBatcher:
                 _GAP_SMOOTHING * gap + (1 - _GAP_SMOOTHING) * self._gap_ns)
         self._last_arrival_ns = now
         rows = next(iter(tensors.values())).shape[0]
+        if timeout_s is not None and timeout_s > _LONGEST_DEADLINE_S:
+            timeout_s = None  # NOTE: a deadline past this is none (and infinity has no integer nanoseconds)
         deadline_ns = now + int(timeout_s * 1e9) if timeout_s is not None else None
         pending = _Pending(tensors, rows, asyncio.get_running_loop().create_future(), now, deadline_ns, request_id)
         self._queue.put_nowait(pending)

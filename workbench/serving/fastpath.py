@@ -15,10 +15,12 @@ instead (same answers; the benchmark compares the two).
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import TYPE_CHECKING
 
+import orjson
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
@@ -27,6 +29,8 @@ from workbench.serving.access import REFUSED, bearer_ok
 from workbench.serving.codec import HEADER_LENGTH
 from workbench.serving.errors import error_answer
 from workbench.serving.v2 import TIMEOUT_HEADER, answer_infer
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from workbench.serving.app import ServeConfig
@@ -93,6 +97,10 @@ class InferFastPath:
         except (WorkbenchError, ValueError) as exc:
             status, error_headers, answer = error_answer(exc)
             extra = [*_JSON, *((k.lower().encode(), v.encode()) for k, v in error_headers.items())]
+        except Exception as exc:  # NOTE: what nobody foresaw still gets the V2 error body, and its traceback logged
+            logger.exception("infer request to %r failed", name)
+            status, extra = 500, _JSON
+            answer = orjson.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"})
         await send({"type": "http.response.start", "status": status,
                     "headers": [*extra, (b"content-length", str(len(answer)).encode())]})
         await send({"type": "http.response.body", "body": answer})

@@ -415,3 +415,10 @@ def test_the_server_serves_after_the_fuzzing(fuzzed: tuple[httpx.Client, Served]
         # NOTE: the fuzzed requests that passed the front went over the wire and ran on the workers.
         ran = sum(sum(w["ran"].values()) for w in served.engine.stats("tabular")["workers"])
         assert ran > 0
+
+
+def test_a_deadline_too_far_to_count_is_served_without_one(http: httpx.Client) -> None:
+    # NOTE: found by benchmarks/fuzz_long.py: 1.8e302 ms overflowed the batcher's integer nanoseconds (a 500).
+    request = {**TABULAR, "parameters": {"timeout_ms": 1.797693134862316e302}}
+    answer = http.post("/v2/models/tabular/infer", content=json.dumps(request))
+    assert answer.status_code == 200, answer.text

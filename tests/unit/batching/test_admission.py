@@ -211,3 +211,14 @@ async def test_a_request_whose_caller_gave_up_is_not_run() -> None:
     assert sum(run.rows) == 5  # the four ahead and the one kept: the abandoned request never ran
     assert batcher.snapshot()["admission"]["waiting_rows"] == 0
     await batcher.close()
+
+
+@pytest.mark.parametrize("timeout_s", [1.8e299, float("inf")])
+async def test_a_deadline_too_far_to_count_is_no_deadline(timeout_s: float) -> None:
+    batcher = DynamicBatcher("p", PerRow(), BatchingConfig(max_batch_size=4, max_delay_ms=0))
+    answer = await batcher.submit(_request(1), timeout_s=timeout_s)
+    assert answer.outputs["y"].tolist() == [[2.0, 2.0]]
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="timeout must be a number of seconds > 0"):
+            await batcher.submit(_request(1), timeout_s=bad)
+    await batcher.close()

@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +31,6 @@ SENDERS, EACH = 8, 40
 SLACK_S = 1.0
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[DaskProcesses]:
-    dask = DaskProcesses(tmp_path)
-    try:
-        yield dask
-    finally:
-        for process in dask.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGCONT)  # NOTE: a stopped process cannot take SIGTERM
-        dask.stop()
 
 
 def _stats(live: LiveServer) -> dict[str, Any]:

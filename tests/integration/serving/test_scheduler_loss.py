@@ -11,12 +11,10 @@ the workers that join it build) without a restart.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from distributed import Client
 from loopback import LiveServer, live_server, tabular_request
 from processes import DaskProcesses
@@ -32,13 +30,6 @@ ROWS = load_tabular_data().x_train[-4:]
 HANG_S = 5.0
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[DaskProcesses]:
-    dask = DaskProcesses(tmp_path)
-    try:
-        yield dask
-    finally:
-        dask.stop()
 
 
 def _held(live: LiveServer) -> set[str]:

@@ -3,6 +3,7 @@ that moves only when told."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Callable
@@ -22,6 +23,16 @@ def eventually(check: Callable[[], T], timeout_s: float = 60.0, what: str = "the
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not hold within {timeout_s:g} s")
         time.sleep(interval_s)
+
+
+async def until(check: Callable[[], object], timeout_s: float = 60.0, what: str = "the condition",
+                interval_s: float = 0.02) -> None:
+    """:func:`eventually` for a test on an event loop: poll without blocking the loop the checked work runs on."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout_s:g} s")
+        await asyncio.sleep(interval_s)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -8,11 +8,11 @@ test's event loop, so that their changes can be made at the same moment.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
+from waiting import until
 
 from workbench.demo.tabular import load_tabular_data
 from workbench.engine import Engine
@@ -20,14 +20,6 @@ from workbench.errors import WorkbenchError
 
 ROWS = load_tabular_data().x_test[:8]
 ROUNDS = 50
-
-
-async def _until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout_s:g} s")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -58,7 +50,7 @@ async def test_two_fronts_changing_two_knobs_at_once_both_hold_on_both(fronts: t
             return all((e.deployment("tabular").batcher.config.max_batch_size,
                         e.deployment("tabular").batcher.config.max_delay_ms) == (i, float(i)) for e in (a, b))
 
-        await _until(both_hold, f"round {i}: both knobs on both fronts")
+        await until(both_hold, 30, f"round {i}: both knobs on both fronts")
     shared = (await a.backend.published())["tabular"]
     assert (shared["batching"]["max_batch_size"], shared["batching"]["max_delay_ms"]) == (ROUNDS, float(ROUNDS))
     assert shared["version"] >= 2 * ROUNDS
@@ -72,8 +64,8 @@ async def test_a_swap_and_a_latency_target_on_one_front_are_served_by_the_other(
     a, b = fronts
     a.set_latency_target("tabular", 250.0)
     await asyncio.wait_for(a.swap("tabular", "logreg"), 120)
-    await _until(lambda: b.deployment("tabular").variants == {"model": "logreg"}, "b serving the swapped variant")
-    await _until(lambda: b.deployment("tabular").latency_target_ms == 250.0, "b holding a's latency target")
+    await until(lambda: b.deployment("tabular").variants == {"model": "logreg"}, 30, "b serving the swapped variant")
+    await until(lambda: b.deployment("tabular").latency_target_ms == 250.0, 30, "b holding a's latency target")
     assert b.deployment("tabular").generation == a.deployment("tabular").generation
     answers = await asyncio.gather(*(b.predict("tabular", {"features": ROWS[i:i + 1]}) for i in range(8)))
     assert {p.variants["model"] for p in answers} == {"logreg"}
@@ -92,8 +84,8 @@ async def test_of_two_swaps_at_once_one_wins_on_both_fronts_and_the_other_is_ref
     assert isinstance(refused[0], WorkbenchError) and refused[0].status_code == 409
     assert "another front" in str(refused[0]) and "undone" in str(refused[0])
     winner = "logreg" if not isinstance(results[0], BaseException) else "gbt"
-    await _until(lambda: all(e.deployment("tabular").variants == {"model": winner} for e in (a, b)),
-                 f"both fronts on {winner}")
+    await until(lambda: all(e.deployment("tabular").variants == {"model": winner} for e in (a, b)), 30,
+                f"both fronts on {winner}")
     assert a.deployment("tabular").generation == b.deployment("tabular").generation
     for front in (a, b):
         answer = await front.predict("tabular", {"features": ROWS})
@@ -103,5 +95,5 @@ async def test_of_two_swaps_at_once_one_wins_on_both_fronts_and_the_other_is_ref
 async def test_an_undeploy_on_one_front_is_followed_by_the_other(fronts: tuple[Engine, Engine]) -> None:
     a, b = fronts
     await asyncio.wait_for(a.undeploy("tabular"), 120)
-    await _until(lambda: b.names() == [], "b no longer serving tabular")
+    await until(lambda: b.names() == [], 30, "b no longer serving tabular")
     assert "tabular" not in await b.backend.published()

@@ -249,16 +249,12 @@ class DaskBackend:
             elif count and time.monotonic() - stable_since >= settle_s:
                 break
             await asyncio.sleep(0.2)
-        held = {address: d for address, d in (await self.client.run(_describe_deployment, plugin.name)).items()
-                if d is not None}
+        held = await self._holders(plugin.name)
         missing = sorted(set(self._workers) - set(held))
         await self.client.run_on_scheduler(_KEEP_PLUGIN, name=plugin.name, plugin=dumps(plugin), missing=missing)
         if missing:
-            held = {address: d for address, d in (await self.client.run(_describe_deployment, plugin.name)).items()
-                    if d is not None}
-        for address, description in held.items():
-            self.pool.add((name, generation), address, resources=description["resources"],
-                          nthreads=description["nthreads"], providers=description["providers"])
+            held = await self._holders(plugin.name)
+        self._take((name, generation), held)
         return sorted(held)
 
     # -- deployments -------------------------------------------------------------------
@@ -302,8 +298,7 @@ class DaskBackend:
         deadline = time.monotonic() + wait_s
         while True:
             alive = set(await self.refresh_workers())
-            held = {address for address, d in (await self.client.run(_describe_deployment, plugin)).items()
-                    if d is not None}
+            held = set(await self._holders(plugin))
             if (held >= alive and held) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
@@ -314,12 +309,19 @@ class DaskBackend:
 
     async def attach(self, name: str, generation: int, pipeline: Pipeline, placement: str = "auto") -> PlacedRunner:
         """The runner for a deployment that another process made (its workers are already warm)."""
-        held = await self.client.run(_describe_deployment, plugin_name(name, generation))
-        for address, description in held.items():
-            if description is not None:
-                self.pool.add((name, generation), address, resources=description["resources"],
-                              nthreads=description["nthreads"], providers=description["providers"])
+        self._take((name, generation), await self._holders(plugin_name(name, generation)))
         return await self.place(name, generation, pipeline, placement)
+
+    async def _holders(self, plugin: str) -> dict[str, dict[str, Any]]:
+        """What each worker that has built ``plugin`` holds of it (one ``client.run``), by address."""
+        described = await self.client.run(_describe_deployment, plugin)
+        return {address: description for address, description in described.items() if description is not None}
+
+    def _take(self, key: tuple[str, int], held: Mapping[str, Mapping[str, Any]]) -> None:
+        """Put the workers of :meth:`_holders` in the pool for ``key``."""
+        for address, description in held.items():
+            self.pool.add(key, address, resources=description["resources"], nthreads=description["nthreads"],
+                          providers=description["providers"])
 
     async def place(self, name: str, generation: int, pipeline: Pipeline, placement: str) -> PlacedRunner:
         """A runner for a deployment its workers hold, placed as ``placement`` says (``auto``: measured now)."""

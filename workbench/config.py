@@ -34,6 +34,8 @@ class WorkbenchSettings(BaseSettings):
     """ONNX Runtime threads across independent graph nodes; unset lets ONNX Runtime choose."""
     device: str = Field("auto", pattern="^(auto|cpu|gpu)$")
     """``auto``: GPU for stages that ask for it when a GPU works; ``cpu``: never; ``gpu``: every model."""
+    ort_spinning: bool | None = None
+    """Whether ONNX Runtime's pool threads spin-wait; unset: per model (:func:`~workbench.models.session.spins`)."""
     ui_refresh_s: float = Field(1.0, gt=0, le=60)
     """Seconds between two refreshes of the live views (notebook widgets, dashboard) from the statistics."""
     prediction_log: str | None = None
@@ -81,7 +83,8 @@ class WorkbenchSettings(BaseSettings):
 
     def session_config(self) -> SessionConfig:
         return SessionConfig(
-            intra_op_threads=self.intra_op_threads, inter_op_threads=self.inter_op_threads, device=self.device
+            intra_op_threads=self.intra_op_threads, inter_op_threads=self.inter_op_threads, device=self.device,
+            spinning=self.ort_spinning,
         )
 
 

@@ -16,14 +16,14 @@ import re
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnxruntime as ort
 
 from workbench.errors import ModelLoadError, ModelNotFound, ModelPathRefused
 from workbench.models.metadata import METADATA_FILE, ModelMetadata
-from workbench.models.session import SessionConfig, create_session, onnx_dtype, onnx_shape, warm_up
+from workbench.models.session import SessionConfig, create_session, onnx_dtype, onnx_shape, spins, warm_up
 from workbench.tensor import TensorSpec
 
 __all__ = ["MODEL_FILE", "LoadedModel", "ModelRepository", "Signature"]
@@ -60,6 +60,8 @@ class LoadedModel:
     signature: Signature
     load_ms: float
     resource: str = "cpu"
+    spinning: bool = False
+    """Whether the session's pool threads spin-wait (see :func:`~workbench.models.session.spins`)."""
 
 
 class ModelRepository:
@@ -188,14 +190,22 @@ class ModelRepository:
         path = self.path(model, variant)
         metadata = self.metadata(model, variant)
         start = time.perf_counter()
-        session, provider = create_session(path, self.session_config, resource)
+        config = self.session_config
+        session, provider = create_session(path, config, resource)
         signature = Signature.of(session)
+        warm_up_s = self._warm_up(session, model, variant)
+        spinning = spins(config, warm_up_s)
+        if config.spinning is None and not spinning:  # auto: created spinning, measured light
+            session, provider = create_session(path, replace(config, spinning=False), resource)
+            self._warm_up(session, model, variant)
+        load_ms = (time.perf_counter() - start) * 1e3
+        return LoadedModel(model, variant, path, session, provider, metadata, signature, load_ms, resource, spinning)
+
+    def _warm_up(self, session: ort.InferenceSession, model: str, variant: str) -> float | None:
         try:
-            warm_up(session, self.session_config.warmup_runs)
+            return warm_up(session, self.session_config.warmup_runs)
         except Exception as exc:  # a model that cannot run on dummy inputs is not usable
             raise ModelLoadError(f"model {model!r} variant {variant!r} failed its warm-up run: {exc}") from exc
-        load_ms = (time.perf_counter() - start) * 1e3
-        return LoadedModel(model, variant, path, session, provider, metadata, signature, load_ms, resource)
 
     def signature(self, model: str, variant: str) -> Signature:
         """The model's inputs and outputs, read from the file without creating a session."""

@@ -8,8 +8,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from workbench.config import WorkbenchSettings
 from workbench.models import ModelRepository, SessionConfig, usable_providers
-from workbench.models.session import create_session
+from workbench.models.session import SPIN_FROM_S, create_session, spins, warm_up
 
 HAS_GPU = "CUDAExecutionProvider" in usable_providers()
 
@@ -35,6 +36,37 @@ def test_gpu_stage_falls_back_to_cpu_without_noise(
 def test_device_cpu_never_asks_for_a_gpu(repository: ModelRepository) -> None:
     _, provider = create_session(repository.path("topic-head", "centroid"), SessionConfig(device="cpu"), "gpu")
     assert provider == "CPUExecutionProvider"
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_pool_threads_spin_only_when_asked(repository: ModelRepository, spinning: bool) -> None:
+    session, _ = create_session(repository.path("topic-head", "centroid"), SessionConfig(spinning=spinning))
+    options = session.get_session_options()
+    for pool in ("intra_op", "inter_op"):
+        assert options.get_session_config_entry(f"session.{pool}.allow_spinning") == ("1" if spinning else "0")
+
+
+def test_auto_spinning_follows_the_measured_run() -> None:
+    auto = SessionConfig()
+    assert spins(auto, 2 * SPIN_FROM_S) and not spins(auto, SPIN_FROM_S / 10) and not spins(auto, None)
+    assert spins(SessionConfig(spinning=True), 1e-6) and not spins(SessionConfig(spinning=False), 1.0)
+
+
+def test_a_light_model_loads_with_sleeping_threads(repository: ModelRepository) -> None:
+    auto = ModelRepository(repository.root, session_config=SessionConfig())
+    loaded = auto.load("topic-head", "centroid")
+    assert loaded.spinning is False
+    options = loaded.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert warm_up(loaded.session, 1) is not None  # the session made again runs
+
+
+def test_spinning_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert WorkbenchSettings().session_config().spinning is None
+    monkeypatch.setenv("WORKBENCH_ORT_SPINNING", "0")
+    assert WorkbenchSettings().session_config().spinning is False
+    monkeypatch.setenv("WORKBENCH_ORT_SPINNING", "1")
+    assert WorkbenchSettings().session_config().spinning is True
 
 
 def test_bad_config_values_are_rejected() -> None:

@@ -134,7 +134,8 @@ class TensorSpec:
             array = array.astype(self.numpy_dtype)
         self._validate_shape(array)
         if not self.allow_nan and array.dtype.kind == "f" and np.isnan(array).any():
-            raise InvalidInput(f"tensor {self.name!r}: contains NaN, which this pipeline does not accept", self.name)
+            raise InvalidInput(f"tensor {self.name!r}: contains NaN (or null), which this input does not accept",
+                               self.name)
         return array
 
     def _to_array(self, value: Any) -> np.ndarray:

@@ -18,6 +18,7 @@ import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
+from types import NoneType
 from typing import Any
 
 import numpy as np
@@ -155,6 +156,11 @@ def _from_json(name: str, data: Any, shape: tuple[int, ...], datatype: str, dtyp
     if datatype == "BOOL":
         if not types <= {bool}:
             raise InvalidInput(f"tensor {name!r}: BOOL data must be true or false", name)
+    elif dtype.kind == "f" and NoneType in types:
+        # NOTE: pandas' to_json writes a missing value as null; as a float it is NaN, which the pipeline's
+        # input spec then accepts (allow_nan) or refuses, naming the tensor.
+        if not types <= {int, float, NoneType}:
+            raise InvalidInput(f"tensor {name!r}: {datatype} data must be numbers or null", name)
     elif not types <= {int, float}:
         raise InvalidInput(f"tensor {name!r}: {datatype} data must be numbers", name)
     elif dtype.kind in "iu" and not types <= {int}:

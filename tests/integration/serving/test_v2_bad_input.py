@@ -30,8 +30,10 @@ from hypothesis import strategies as st
 from servers import Served, serving
 
 from workbench.demo.tabular import load_tabular_data
+from workbench.errors import InvalidInput
 from workbench.serving.app import BodyLimit, ServeConfig
-from workbench.serving.codec import DATATYPES
+from workbench.serving.codec import DATATYPES, decode_request
+from workbench.tensor import TensorSpec
 
 ROWS = load_tabular_data().x_test[:2]
 TABULAR = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [2, 30], "data": ROWS.ravel().tolist()}]}
@@ -160,6 +162,10 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, tuple[str, ...]]] = [
     ("fp32-out-of-range", "tabular", body_of(TABULAR, data=[1e300] * 60), {}, 400, ("does not fit FP32",)),
     ("bytes-not-strings", "text", body_of(TEXT, data=[1, 2]), {}, 400, ("'text'", "BYTES data must be strings")),
     ("bytes-null", "text", body_of(TEXT, data=["fine", None]), {}, 400, ("BYTES data must be strings",)),
+    ("null-among-strings-for-fp32", "tabular", body_of(TABULAR, data=[None] * 59 + ["0.5"]), {}, 400,
+     ("'features'", "FP32 data must be numbers or null",)),
+    ("null-for-int64", "tabular", body_of(TABULAR, datatype="INT64", data=[None] * 60), {}, 400,
+     ("INT64 data must be numbers",)),
     ("id-not-a-string", "tabular", json.dumps({**TABULAR, "id": 7}).encode(), {}, 400, ("'id' must be a string",)),
     ("parameters-not-an-object", "tabular", json.dumps({**TABULAR, "parameters": [1]}).encode(), {}, 400,
      ("'parameters' must be an object",)),
@@ -228,6 +234,26 @@ def test_the_same_rows_as_binary_and_as_json_give_the_same_answer(http: httpx.Cl
     as_json = http.post("/v2/models/tabular/infer", content=json.dumps(TABULAR))
     assert as_binary.status_code == as_json.status_code == 200, (as_binary.text, as_json.text)
     assert as_binary.json()["outputs"] == as_json.json()["outputs"]
+
+
+def test_null_is_a_missing_value_as_pandas_writes_it(http: httpx.Client) -> None:
+    rows = ROWS.copy()
+    rows[0, 3] = rows[1, 17] = np.nan
+    body, headers = binary_rows(rows)
+    as_nan = http.post("/v2/models/tabular/infer", content=body, headers=headers)
+    data: list[float | None] = rows.ravel().tolist()
+    as_null = http.post("/v2/models/tabular/infer",
+                        content=body_of(TABULAR, data=[None if v != v else v for v in data]))
+    assert as_nan.status_code == as_null.status_code == 200, (as_nan.text, as_null.text)
+    assert as_null.json()["outputs"] == as_nan.json()["outputs"]
+
+
+def test_null_where_the_input_takes_no_nan_is_a_400_naming_it() -> None:
+    _, tensors = decode_request(body_of(TABULAR, shape=[1, 2], data=[1.5, None]), None)
+    assert np.isnan(tensors["features"][0, 1]) and tensors["features"][0, 0] == 1.5
+    with pytest.raises(InvalidInput, match="tensor 'features': contains NaN \\(or null\\)") as refused:
+        TensorSpec("features", "float32", (-1, 2)).validate(tensors["features"])
+    assert refused.value.status_code == 400
 
 
 @pytest.mark.parametrize(

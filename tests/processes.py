@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from waiting import eventually
+from waiting import eventually, free_port
 
 #: Environment variable that tests set, with a value of their own, on every process they start.
 MARKER = "WORKBENCH_TEST_RUN"
@@ -92,3 +92,21 @@ class DaskProcesses:
 
     def stop(self) -> None:
         stop_all(self.processes.values())
+
+
+def start_serving(folder: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """Start ``workbench serve ARGS`` on a free port, as a user does; the process and its URL once it serves.
+
+    Its log goes to ``folder/serve.log``; the caller stops the process.
+    """
+    port = free_port()
+    with open(folder / "serve.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "workbench.cli", "serve", *args, "--port", str(port)],
+                                   stdout=subprocess.PIPE, stderr=log, text=True, cwd=folder,
+                                   env={**os.environ, "WORKBENCH_INTRA_OP_THREADS": "1", **(env or {})})
+    assert process.stdout is not None
+    line = process.stdout.readline()  # NOTE: one line once serving (or nothing, if it stopped)
+    if "serving" not in line:
+        process.kill()
+        raise AssertionError(f"workbench serve did not start: {line!r}\n{(folder / 'serve.log').read_text()}")
+    return process, f"http://127.0.0.1:{port}"

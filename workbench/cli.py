@@ -57,6 +57,39 @@ def models_list(home: Path | None) -> None:
             click.echo(f"{model:<12} {variant:<10} v{meta.version}  {size_mb:7.1f} MB  {quality}")
 
 
+@models.command("add")
+@_HOME
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--variant", default="default", show_default=True, help="Variant to store it as.")
+@click.option("--notes", default="", help="Where the model comes from (kept in its metadata).")
+def models_add(home: Path | None, name: str, file: Path, variant: str, notes: str) -> None:
+    """Put the ONNX model FILE into the repository as NAME, and write a pipeline file that serves it."""
+    from workbench.config import WorkbenchSettings
+    from workbench.errors import WorkbenchError
+    from workbench.models import ModelRepository
+    from workbench.models.importing import add_model
+    from workbench.pipeline.autocomplete import pipeline_for_model
+
+    settings = WorkbenchSettings() if home is None else WorkbenchSettings(home=home)
+    repository = ModelRepository(settings.home / "models")
+    try:
+        path = add_model(repository, name, file, variant=variant, notes=notes or f"added from {file}")
+        pipeline = pipeline_for_model(repository, name, variant, load=False)
+    except WorkbenchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    meta = repository.metadata(name, variant)
+    pipeline_file = settings.pipelines_dir / f"{name}.yaml"
+    if not pipeline_file.exists():
+        pipeline.to_yaml(pipeline_file)
+    click.echo(f"{name} {variant} v{meta.version}: {path}")
+    for spec in pipeline.input_specs.values():
+        click.echo(f"  input  {spec.name} {spec.text()}")
+    for stage_spec in pipeline.output_specs.values():
+        click.echo(f"  output {stage_spec.name} {stage_spec.text()}")
+    click.echo(f"serve it: workbench serve {name}  (pipeline file {pipeline_file})")
+
+
 @main.command()
 @_HOME
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
@@ -140,9 +173,25 @@ def serve(targets: tuple[str, ...], host: str, port: int, scheduler: str | None,
           token: str | None, protect_inference: bool, timeout_ms: float | None, latency_budget_ms: str | None,
           max_body_mb: float, dashboard: bool, tls_ca_file: str | None, tls_cert: str | None,
           tls_key: str | None) -> None:
-    """Serve TARGETS (demo names or pipeline files) over the Open Inference Protocol on one port."""
+    """Serve TARGETS over the Open Inference Protocol on one port.
+
+    A target is a demo name, a pipeline file or name, an ONNX model file, or a folder of
+    ONNX files: each model is added to the repository and served from its signature.
+    """
+    from workbench.config import WorkbenchSettings
+    from workbench.errors import WorkbenchError
+    from workbench.models import ModelRepository
+    from workbench.pipeline.autocomplete import is_model_target, serve_files
     from workbench.serving.app import ServeConfig
     from workbench.serving.server import serve as run_server
+
+    settings = WorkbenchSettings()
+    try:
+        targets = tuple(str(p) for t in targets for p in (
+            serve_files([t], ModelRepository(settings.home / "models"), settings.pipelines_dir)
+            if is_model_target(t) else [t]))
+    except WorkbenchError as exc:
+        raise click.ClickException(str(exc)) from exc
 
     security = None
     if tls_ca_file or tls_cert or tls_key:

@@ -18,13 +18,25 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnxruntime as ort
 
 from workbench.errors import ModelLoadError, ModelNotFound, ModelPathRefused
 from workbench.models.metadata import METADATA_FILE, ModelMetadata
-from workbench.models.session import SessionConfig, create_session, onnx_dtype, onnx_shape, spins, warm_up
+from workbench.models.session import (
+    NOT_A_TENSOR_FIX,
+    SessionConfig,
+    create_session,
+    onnx_dtype,
+    onnx_shape,
+    spins,
+    warm_up,
+)
 from workbench.tensor import TensorSpec
+
+if TYPE_CHECKING:
+    from workbench.config import WorkbenchSettings
 
 __all__ = ["MODEL_FILE", "LoadedModel", "ModelRepository", "Signature"]
 
@@ -90,13 +102,14 @@ class ModelRepository:
     def __init__(self, root: str | Path, session_config: SessionConfig | None = None) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        if session_config is None:
-            from workbench.config import WorkbenchSettings  # NOTE: late import: config imports this package
-
-            session_config = WorkbenchSettings().session_config()
-        self.session_config = session_config
+        self.session_config = session_config if session_config is not None else _settings().session_config()
         self._loaded: dict[tuple[str, str, str], LoadedModel] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def of_home(cls) -> ModelRepository:
+        """The repository of the workbench's home folder (``$WORKBENCH_HOME/models``)."""
+        return cls(_settings().home / "models")
 
     def __repr__(self) -> str:
         return f"ModelRepository({str(self.root)!r})"
@@ -225,6 +238,12 @@ class ModelRepository:
                 del self._loaded[key]
 
 
+def _settings() -> WorkbenchSettings:
+    from workbench.config import WorkbenchSettings  # NOTE: late import: config imports this package
+
+    return WorkbenchSettings()
+
+
 def _file_signature(path: Path) -> Signature:
     import onnx
 
@@ -237,6 +256,9 @@ def _file_signature(path: Path) -> Signature:
     def specs(values: list[onnx.ValueInfoProto]) -> tuple[TensorSpec, ...]:
         out = []
         for value in values:
+            if value.type.WhichOneof("value") != "tensor_type":
+                raise ModelLoadError(f"model {path}: {value.name!r} is a {value.type.WhichOneof('value')}, not a "
+                                     f"tensor; {NOT_A_TENSOR_FIX}")
             tensor = value.type.tensor_type
             dtype = onnx_dtype(f"tensor({_ONNX_ELEM.get(tensor.elem_type, tensor.elem_type)})")
             shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)

@@ -165,11 +165,19 @@ def create_session(path: Path, config: SessionConfig, resource: str = "cpu") -> 
     return session, session.get_providers()[0]
 
 
+#: How to serve a model whose output is not a tensor; most often skl2onnx's default ZipMap.
+NOT_A_TENSOR_FIX = ("only tensors can be served. An sklearn classifier converted with skl2onnx's defaults has a "
+                    "ZipMap output: add the model with `workbench models add` (which makes it a probability "
+                    "tensor), or convert it with options={'zipmap': False}")
+
+
 def onnx_dtype(ort_type: str) -> str:
     """The canonical dtype name for an ONNX Runtime type string such as ``tensor(float)``."""
     try:
         return _ORT_TYPES[ort_type]
     except KeyError:
+        if not ort_type.startswith("tensor("):
+            raise ModelLoadError(f"unsupported ONNX type {ort_type}: {NOT_A_TENSOR_FIX}") from None
         raise ModelLoadError(f"unsupported ONNX tensor type {ort_type}") from None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -75,6 +76,7 @@ class OnnxStage(Stage):
         self.loaded: LoadedModel | None = None
         self._model_inputs: list[str] = []
         self._model_outputs: list[str] = []
+        self._row_by_row = False
 
     def bind(self, repository: ModelRepository | None, *, load: bool = True) -> None:
         if repository is None:
@@ -94,6 +96,8 @@ class OnnxStage(Stage):
                 )
         self.inputs = tuple(self.input_map.get(n, n) for n in self._model_inputs)
         self.outputs = tuple(self.output_map.get(n, n) for n in self._model_outputs)
+        # NOTE: a model exported with a batch axis fixed at 1 still serves batches: one run per row.
+        self._row_by_row = any(spec.shape and spec.shape[0] == 1 for spec in self.signature.inputs)
         if self.ragged_by is not None:
             self._check_ragged(self.signature)
 
@@ -122,7 +126,10 @@ class OnnxStage(Stage):
             problem = wanted.mismatch(produced)
             if problem:
                 raise self.wiring_error(f"{problem} by model input {wanted.name!r}", produced.name)
-        return [spec.renamed(name) for spec, name in zip(self.signature.outputs, self.outputs)]
+        outputs = [spec.renamed(name) for spec, name in zip(self.signature.outputs, self.outputs)]
+        if self._row_by_row:
+            outputs = [replace(spec, shape=(-1, *spec.shape[1:])) if spec.shape else spec for spec in outputs]
+        return outputs
 
     def run(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         if self.loaded is None:
@@ -130,6 +137,10 @@ class OnnxStage(Stage):
         feed = dict(zip(self._model_inputs, arrays))
         if self.ragged_by is not None and len(arrays[0]) > self.bucket_rows:
             return self._run_in_buckets(feed)
+        if self._row_by_row and len(arrays[0]) > 1:
+            rows = [self.loaded.session.run(self._model_outputs, {n: a[i:i + 1] for n, a in feed.items()})
+                    for i in range(len(arrays[0]))]
+            return tuple(np.concatenate(parts) for parts in zip(*rows))
         return tuple(self.loaded.session.run(self._model_outputs, feed))
 
     def _run_in_buckets(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:

@@ -15,8 +15,6 @@ import itertools
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,9 +26,9 @@ import numpy as np
 import onnx
 import pytest
 from loopback import Answer, client, live_server, post, tabular_request, text_request
-from processes import DaskProcesses
+from processes import DaskProcesses, start_serving
 from servers import Served, serving
-from waiting import eventually, free_port
+from waiting import eventually
 
 from workbench.demo.corpus import topic_sentences
 from workbench.demo.tabular import load_tabular_data
@@ -368,23 +366,9 @@ def test_ready_is_503_until_every_pipeline_has_a_warm_worker(tmp_path: Path, hom
 
 
 # -- (f) graceful shutdown --------------------------------------------------------------
-def _start_serving(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    with open(tmp_path / "serve.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "workbench.cli", "serve", *args, "--port", str(port)],
-                                   stdout=subprocess.PIPE, stderr=log, text=True, cwd=tmp_path,
-                                   env={**os.environ, "WORKBENCH_INTRA_OP_THREADS": "1"})
-    assert process.stdout is not None
-    line = process.stdout.readline()  # NOTE: one line once serving (or nothing, if it stopped)
-    if "serving" not in line:
-        process.kill()
-        raise AssertionError(f"workbench serve did not start: {line!r}\n{(tmp_path / 'serve.log').read_text()}")
-    return process, f"http://127.0.0.1:{port}"
-
-
 async def test_sigterm_finishes_the_requests_in_flight_and_exits_0(tmp_path: Path, demo_home: Path) -> None:
     # NOTE: no latency budget: the queue must hold seconds of work when the signal comes.
-    process, url = _start_serving(tmp_path, "text", "--latency-budget-ms", "none")
+    process, url = start_serving(tmp_path, "text", "--latency-budget-ms", "none")
     count = 48  # NOTE: 384 sentences: seconds of work for two workers, so most are still queued at the signal
     sent = 0
 

@@ -14,8 +14,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import pandas as pd
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from workbench.backend.dataset import frame_inputs, frame_outputs
 from workbench.config import BatchingConfig
 from workbench.engine import Engine
 from workbench.pipeline.graph import Pipeline, Prediction
@@ -127,15 +129,28 @@ class Workbench:
                 for stage in pipeline.inference_stages}
 
     # -- requests ----------------------------------------------------------------------
-    def predict(self, name: str, inputs: Mapping[str, Any]) -> Prediction:
-        """Send one request (one or more rows) and wait for its outputs and timings."""
-        return self._call(self.engine.predict, name, inputs)
+    def predict(self, name: str, inputs: Mapping[str, Any] | pd.DataFrame, *, timeout_s: float | None = None,
+                request_id: str | None = None) -> Prediction | pd.DataFrame:
+        """Send one request (one or more rows) and wait for its outputs and timings.
 
-    async def apredict(self, name: str, inputs: Mapping[str, Any]) -> Prediction:
+        A pandas DataFrame gives a DataFrame back: one row per input row, with its index; its columns feed
+        the inputs as in offline batch (:meth:`batch`), and a 2-D output becomes ``name_0 .. name_{k-1}``.
+        The request's id, timings and variants are in the answer's ``attrs``.
+        """
+        if isinstance(inputs, pd.DataFrame):
+            pipeline = self._call_sync(lambda: self.engine.deployment(name).pipeline)
+            prediction = self._call(self.engine.predict, name, frame_inputs(pipeline, inputs), timeout_s=timeout_s,
+                                    request_id=request_id)
+            return _answer_frame(pipeline, prediction, inputs.index)
+        return self._call(self.engine.predict, name, inputs, timeout_s=timeout_s, request_id=request_id)
+
+    async def apredict(self, name: str, inputs: Mapping[str, Any], *, timeout_s: float | None = None,
+                       request_id: str | None = None) -> Prediction:
         """Like :meth:`predict`, awaited from any event loop (a notebook's, a web server's)."""
         if self._closed:
             raise RuntimeError("this Workbench is closed")
-        future = self._portal.start_task_soon(self.engine.predict, name, inputs)
+        future = self._portal.start_task_soon(
+            lambda: self.engine.predict(name, inputs, timeout_s=timeout_s, request_id=request_id))
         return await asyncio.wrap_future(future)
 
     def batch(self, target: Pipeline | str | Path, source: Any, destination: str | Path | None = None, *,
@@ -431,3 +446,10 @@ class Workbench:
         info = self.describe()
         return (f"Workbench({info['kind']}, workers={len(info.get('workers', {}))}, "
                 f"deployed={sorted(info['deployments'])}, dashboard={info.get('dashboard_link')})")
+
+
+def _answer_frame(pipeline: Pipeline, prediction: Prediction, index: pd.Index) -> pd.DataFrame:
+    frame = frame_outputs(pipeline, prediction.outputs, index)
+    frame.attrs.update(request_id=prediction.request_id, timings_ms=dict(prediction.timings_ms),
+                       variants=dict(prediction.variants))
+    return frame

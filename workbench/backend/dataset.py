@@ -33,8 +33,8 @@ from workbench.pipeline.graph import Pipeline
 from workbench.tensor import TensorSpec
 
 __all__ = [
-    "Columns", "Feed", "OutputColumns", "empty_frame", "plan_feeds", "plan_outputs", "read_dataset", "to_arrays",
-    "to_frame",
+    "Columns", "Feed", "OutputColumns", "columns_frame", "empty_frame", "frame_inputs", "frame_outputs", "plan_feeds",
+    "plan_outputs", "read_dataset", "to_arrays", "to_frame",
 ]
 
 #: Which columns feed which inputs: a list (one-input pipelines) or ``{input: column or columns}``.
@@ -190,6 +190,33 @@ def to_arrays(frame: pd.DataFrame, outputs: Sequence[OutputColumns]) -> dict[str
         values = frame[out.columns].to_numpy(dtype=dtype)
         arrays[out.tensor] = values[:, 0] if out.width is None else values
     return arrays
+
+
+def frame_inputs(pipeline: Pipeline, frame: pd.DataFrame, columns: Columns | None = None) -> dict[str, np.ndarray]:
+    """A pandas DataFrame's rows as the pipeline's input tensors, its columns chosen as for offline batch."""
+    return {feed.tensor: feed.read(frame) for feed in plan_feeds(pipeline, frame, columns)}
+
+
+def frame_outputs(pipeline: Pipeline, outputs: Mapping[str, np.ndarray], index: pd.Index) -> pd.DataFrame:
+    """Output tensors as a DataFrame of one row per input row (2-D outputs as ``name_0 .. name_{k-1}``)."""
+    return to_frame(outputs, plan_outputs(pipeline), index)
+
+
+def columns_frame(tensors: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """V2 inputs sent as the columns of a table (MLServer's ``content_type: "pd"``): one column per tensor."""
+    columns: dict[str, np.ndarray] = {}
+    for name, array in tensors.items():
+        if array.ndim == 2 and array.shape[1] == 1:
+            array = array[:, 0]
+        if array.ndim != 1:
+            raise InvalidInput(f"tensor {name!r}: a column (content_type 'pd') has shape [rows] or [rows, 1], "
+                               f"not {list(array.shape)}", name)
+        columns[name] = array
+    rows = {len(a) for a in columns.values()}
+    if len(rows) > 1:
+        raise InvalidInput(f"the columns (content_type 'pd') have different lengths: "
+                           f"{ {n: len(a) for n, a in columns.items()} }")
+    return pd.DataFrame(columns)
 
 
 # -- reading ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from workbench import __version__
+from workbench.backend.dataset import columns_frame, frame_inputs
 from workbench.engine import Deployment, Engine, new_request_id
 from workbench.errors import InvalidInput, NotDeployed
 from workbench.pipeline.inference import OnnxStage
@@ -141,13 +142,16 @@ async def answer_infer(engine: Engine, name: str, version: str | None, body: byt
     """
     deployment = _check_version(engine, name, version)
     header, tensors = decode_request(body, header_length)
-    _check_datatypes(deployment, tensors)
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")
     parameters = header.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidInput("'parameters' must be an object")
+    if parameters.get("content_type") == "pd":
+        # NOTE: MLServer's convention: the inputs are a table's columns, read as offline batch reads a table.
+        tensors = frame_inputs(deployment.pipeline, columns_frame(tensors))
+    _check_datatypes(deployment, tensors)
     wanted, binary = _requested_outputs(header, parameters, deployment)
     # NOTE: the engine logs the prediction under the client's id, or a new one: the id answered is the one logged.
     prediction = await engine.predict(name, tensors, timeout_s=_timeout_s(parameters, timeout_header,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from workbench import switching
 from workbench._sync import aclose
 from workbench.backend.cluster_state import Refused
+from workbench.backend.dataset import read_reference
 from workbench.backend.inprocess import InProcessBackend
 from workbench.backend.placement import PlacedRunner, PlacementDecision, check_placement
 from workbench.batching.autotune import AutoTuner, Decision, TuningRules
@@ -280,9 +281,10 @@ class Engine:
         ``placement``: ``auto`` (embedded in this process when a batch costs less than a trip to a
         worker, else on the workers; see :mod:`workbench.backend.placement`), ``inprocess``, ``fused``
         or ``by-resource``. ``reference``: inputs (many rows) to score drift against, as
-        :meth:`set_reference` takes them. ``batching`` may name ``target_p99_ms``, the p99 latency
-        to hold (requests the queue would keep past it get 429 at once); without it the engine's
-        :attr:`latency_budget_ms` applies (1 s by default), and ``None`` sets no target.
+        :meth:`set_reference` takes them (default: the pipeline file's ``reference``). ``batching`` may
+        name ``target_p99_ms``, the p99 latency to hold (requests the queue would keep past it get 429
+        at once); without it the engine's :attr:`latency_budget_ms` applies (1 s by default), and
+        ``None`` sets no target.
         """
         check_placement(placement)
         pipeline = resolve_pipeline(target, load=self.backend.loads_locally)
@@ -291,6 +293,10 @@ class Engine:
         name = name or pipeline.name
         if name in self._deployments:
             raise WorkbenchError(f"a pipeline is already deployed as {name!r}; undeploy it or swap its variant", 409)
+        if reference is None and pipeline.reference is not None:
+            reference = await asyncio.to_thread(read_reference, pipeline, pipeline.reference)
+        if reference is not None:
+            pipeline.validate(reference)  # NOTE: a bad reference fails the deploy before anything is deployed
         settings = dict(batching) if isinstance(batching, Mapping) else {}
         # NOTE: the default budget unless the caller named a target, ``None`` included (no target at all).
         target_p99_ms = settings.pop("target_p99_ms") if "target_p99_ms" in settings else self.latency_budget_ms

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 
 from workbench.api import Workbench
 from workbench.demo.tabular import load_tabular_data
+from workbench.errors import WorkbenchError
 from workbench.pipeline import Pipeline
 
 SHIFTED = (0, 5, 7)
@@ -70,3 +75,36 @@ def test_set_reference_checks_the_inputs(tabular_pipeline: Pipeline) -> None:
         wb.deploy(tabular_pipeline, name="tabular")
         with pytest.raises(Exception, match="features"):
             wb.set_reference("tabular", {"features": np.zeros((10, 3), dtype=np.float32)})
+
+
+@pytest.mark.parametrize("kind", ["parquet", "npy", "npz", "csv"])
+def test_a_pipeline_file_names_its_reference(tmp_path: Path, tabular_pipeline: Pipeline, kind: str) -> None:
+    data = load_tabular_data()
+    rows = data.x_train[:200]
+    target = tmp_path / f"train.{kind}"
+    if kind == "npy":
+        np.save(target, rows)
+    elif kind == "npz":
+        np.savez(target, features=rows)
+    else:
+        frame = pd.DataFrame(rows, columns=[f"features_{i}" for i in range(rows.shape[1])])
+        frame.to_parquet(target) if kind == "parquet" else frame.to_csv(target, index=False)
+    tabular_pipeline.to_yaml(tmp_path / "tabular.yaml")
+    spec = yaml.safe_load((tmp_path / "tabular.yaml").read_text())
+    (tmp_path / "tabular.yaml").write_text(yaml.safe_dump({**spec, "reference": target.name}))
+    served = Pipeline.from_yaml(tmp_path / "tabular.yaml")
+    assert served.reference == target
+    assert yaml.safe_load(served.to_yaml(tmp_path / "again.yaml"))["reference"] == target.name
+    with Workbench.inprocess() as wb:
+        wb.deploy(tmp_path / "tabular.yaml")
+        assert wb.drift("tabular")["reference_rows"] == len(rows)
+
+
+def test_a_missing_reference_file_fails_the_deploy_naming_it(tmp_path: Path, tabular_pipeline: Pipeline) -> None:
+    tabular_pipeline.to_yaml(tmp_path / "tabular.yaml")
+    spec = yaml.safe_load((tmp_path / "tabular.yaml").read_text())
+    (tmp_path / "tabular.yaml").write_text(yaml.safe_dump({**spec, "reference": "gone.parquet"}))
+    with Workbench.inprocess() as wb:
+        with pytest.raises(WorkbenchError, match=r"no reference file .*gone\.parquet"):
+            wb.deploy(tmp_path / "tabular.yaml")
+        assert wb.deployments() == [], "nothing is deployed"

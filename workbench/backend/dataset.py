@@ -34,7 +34,7 @@ from workbench.tensor import TensorSpec
 
 __all__ = [
     "Columns", "Feed", "OutputColumns", "columns_frame", "empty_frame", "frame_inputs", "frame_outputs", "plan_feeds",
-    "plan_outputs", "read_dataset", "to_arrays", "to_frame",
+    "plan_outputs", "read_dataset", "read_reference", "to_arrays", "to_frame",
 ]
 
 #: Which columns feed which inputs: a list (one-input pipelines) or ``{input: column or columns}``.
@@ -200,6 +200,25 @@ def frame_inputs(pipeline: Pipeline, frame: pd.DataFrame, columns: Columns | Non
 def frame_outputs(pipeline: Pipeline, outputs: Mapping[str, np.ndarray], index: pd.Index) -> pd.DataFrame:
     """Output tensors as a DataFrame of one row per input row (2-D outputs as ``name_0 .. name_{k-1}``)."""
     return to_frame(outputs, plan_outputs(pipeline), index)
+
+
+def read_reference(pipeline: Pipeline, path: Path) -> dict[str, np.ndarray]:
+    """A pipeline's reference inputs from a file: Parquet or CSV (columns as for offline batch), NPY or NPZ."""
+    if not path.is_file():
+        raise WorkbenchError(f"pipeline {pipeline.name!r}: no reference file {str(path)!r}", 404)
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".csv"):
+        frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+        return frame_inputs(pipeline, frame)
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    if suffix == ".npy":
+        if len(pipeline.input_specs) != 1:
+            raise InvalidInput(f"pipeline {pipeline.name!r} has inputs {list(pipeline.input_specs)}: a .npy "
+                               "reference fits one input; write an .npz with an array per input")
+        return {next(iter(pipeline.input_specs)): np.load(path, allow_pickle=False)}
+    raise InvalidInput(f"reference {str(path)!r}: write Parquet, CSV, .npy or .npz")
 
 
 def columns_frame(tensors: Mapping[str, np.ndarray]) -> pd.DataFrame:

@@ -92,6 +92,10 @@ class Pipeline:
         instance groups), so it never queues behind another pipeline; ``instances`` batches
         of it run at once on each worker, and share the worker's cores for ONNX Runtime.
         ``None``: as many as the worker has threads (one on the embedded LocalCluster).
+    reference
+        A file of reference inputs (the training rows) that drift is scored against once deployed:
+        Parquet or CSV (columns read as offline batch reads them), ``.npy`` (a one-input pipeline's
+        array) or ``.npz`` (an array per input).
 
     Examples
     --------
@@ -118,6 +122,7 @@ class Pipeline:
         description: str = "",
         business: Sequence[BusinessSignal] = (),
         instances: int | None = None,
+        reference: str | Path | None = None,
     ) -> None:
         if instances is not None and not (isinstance(instances, int) and not isinstance(instances, bool)
                                           and instances >= 1):
@@ -125,6 +130,7 @@ class Pipeline:
         self.name = name
         self.description = description
         self.instances = instances
+        self.reference = Path(reference) if reference is not None else None
         if isinstance(repository, (str, Path)):
             repository = ModelRepository(repository)
         self.repository = repository
@@ -194,7 +200,8 @@ class Pipeline:
         stages = [s.with_variant(variant) if s is target else _unbound_copy(s) for s in self.stages]
         return Pipeline(self.name, list(self.input_specs.values()), stages, outputs=self.output_names,
                         repository=self.repository, load=self.loaded if load is None else load,
-                        description=self.description, business=self.business, instances=self.instances)
+                        description=self.description, business=self.business, instances=self.instances,
+                        reference=self.reference)
 
     def _variant_stage(self, variant: str, stage: str | None) -> OnnxStage:
         candidates = self.inference_stages if stage is None else [self.stage(stage)]

@@ -13,6 +13,7 @@ has the same ``to_dict()`` as ``p``. The file is what gets deployed::
     outputs: [label, probability]
     business:                        # optional: outputs watched as business signals
       - {name: risk, output: risk_bucket}
+    reference: train.parquet         # optional: the rows drift is scored against, beside this file
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def pipeline_from_dict(
     if not isinstance(data, Mapping):
         raise SpecError("a pipeline file must hold a mapping")
     unknown = set(data) - {"name", "description", "repository", "inputs", "stages", "outputs", "business",
-                          "instances"}
+                          "instances", "reference"}
     if unknown:
         raise SpecError(f"unknown pipeline keys {sorted(unknown)}")
     for key in ("name", "inputs", "stages"):
@@ -104,11 +105,15 @@ def pipeline_from_dict(
         repository = Path(data["repository"])
         if not repository.is_absolute() and base is not None:
             repository = base / repository
+    reference = Path(data["reference"]) if data.get("reference") else None
+    if reference is not None and not reference.is_absolute() and base is not None:
+        reference = base / reference
     inputs = [_input_spec(n, v) for n, v in data["inputs"].items()]
     stages = [stage_from_dict(s) for s in data["stages"]]
     return Pipeline(str(data["name"]), inputs, stages, outputs=data.get("outputs"), repository=repository,
                     load=load, description=str(data.get("description", "")),
-                    business=signals_from_data(data.get("business")), instances=data.get("instances"))
+                    business=signals_from_data(data.get("business")), instances=data.get("instances"),
+                    reference=reference)
 
 
 def pipeline_to_dict(pipeline: Pipeline, *, relative_to: Path | None = None) -> dict[str, Any]:
@@ -128,6 +133,9 @@ def pipeline_to_dict(pipeline: Pipeline, *, relative_to: Path | None = None) -> 
         data["business"] = [signal.to_dict() for signal in pipeline.business]
     if pipeline.instances is not None:
         data["instances"] = pipeline.instances
+    if pipeline.reference is not None:
+        reference = pipeline.reference
+        data["reference"] = os.path.relpath(reference, relative_to) if relative_to is not None else str(reference)
     return data
 
 

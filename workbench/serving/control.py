@@ -18,7 +18,9 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from workbench.engine import Engine
+from workbench.serving.codec import HEADER_LENGTH
 from workbench.serving.responses import JSONResponse
+from workbench.serving.v2 import read_inputs
 
 __all__ = ["router"]
 
@@ -149,6 +151,17 @@ async def swap(request: Request, name: str, body: SwapRequest) -> dict[str, Any]
 async def set_placement(request: Request, name: str, body: PlacementRequest) -> dict[str, Any]:
     """Returns where batches run now and why, as in the stats' `placed`; no request is dropped by the move."""
     return await _engine(request).set_placement(name, body.placement)
+
+
+@router.put("/pipelines/{name}/reference", summary="Set the reference rows that drift is scored against",
+            openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "description": "A V2 inference request holding the reference rows (binary "
+                "tensors and content_type 'pd' as for infer)"}}}}})
+async def set_reference(request: Request, name: str) -> dict[str, Any]:
+    """Returns the drift report; the served rows are scored against these from now on (the window starts empty)."""
+    engine = _engine(request)
+    _, _, tensors = read_inputs(engine.deployment(name), await request.body(), request.headers.get(HEADER_LENGTH))
+    return await engine.set_reference(name, tensors)
 
 
 @router.put("/pipelines/{name}/batching", summary="Change batching knobs (from the next batch on)")

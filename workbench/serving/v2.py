@@ -24,7 +24,7 @@ from workbench.pipeline.inference import OnnxStage
 from workbench.serving.codec import HEADER_LENGTH, decode_request, encode_response, v2_datatype
 from workbench.serving.responses import JSONResponse
 
-__all__ = ["TIMEOUT_HEADER", "answer_infer", "router"]
+__all__ = ["TIMEOUT_HEADER", "answer_infer", "read_inputs", "router"]
 
 router = APIRouter(tags=["Open Inference Protocol (KServe V2)"], default_response_class=JSONResponse)
 
@@ -141,17 +141,10 @@ async def answer_infer(engine: Engine, name: str, version: str | None, body: byt
     ``received`` is the ``time.perf_counter()`` at which the request arrived.
     """
     deployment = _check_version(engine, name, version)
-    header, tensors = decode_request(body, header_length)
+    header, parameters, tensors = read_inputs(deployment, body, header_length)
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")
-    parameters = header.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise InvalidInput("'parameters' must be an object")
-    if parameters.get("content_type") == "pd":
-        # NOTE: MLServer's convention: the inputs are a table's columns, read as offline batch reads a table.
-        tensors = frame_inputs(deployment.pipeline, columns_frame(tensors))
-    _check_datatypes(deployment, tensors)
     wanted, binary = _requested_outputs(header, parameters, deployment)
     # NOTE: the engine logs the prediction under the client's id, or a new one: the id answered is the one logged.
     prediction = await engine.predict(name, tensors, timeout_s=_timeout_s(parameters, timeout_header,
@@ -165,6 +158,20 @@ async def answer_infer(engine: Engine, name: str, version: str | None, body: byt
     timings["http"] = (time.perf_counter() - received) * 1e3 - timings.get("total", 0.0)
     return encode_response(name, served, prediction.request_id or request_id or new_request_id(), outputs, binary,
                            {"timings_ms": timings})
+
+
+def read_inputs(deployment: Deployment, body: bytes, header_length: str | None,
+                ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    """A V2 request body's JSON header, its parameters and its input tensors, checked against the metadata."""
+    header, tensors = decode_request(body, header_length)
+    parameters = header.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidInput("'parameters' must be an object")
+    if parameters.get("content_type") == "pd":
+        # NOTE: MLServer's convention: the inputs are a table's columns, read as offline batch reads a table.
+        tensors = frame_inputs(deployment.pipeline, columns_frame(tensors))
+    _check_datatypes(deployment, tensors)
+    return header, parameters, tensors
 
 
 def _check_datatypes(deployment: Deployment, tensors: dict[str, np.ndarray]) -> None:

@@ -52,6 +52,7 @@ EXPECTED: dict[tuple[str, str, str], Access] = {
     ("http", "DELETE", "/api/pipelines/{name}"): CONTROL,
     ("http", "POST", "/api/pipelines/{name}/swap"): CONTROL,
     ("http", "PUT", "/api/pipelines/{name}/placement"): CONTROL,
+    ("http", "PUT", "/api/pipelines/{name}/reference"): CONTROL,
     ("http", "PUT", "/api/pipelines/{name}/batching"): CONTROL,
     ("http", "PUT", "/api/pipelines/{name}/latency-target"): CONTROL,
     ("http", "PUT", "/api/pipelines/{name}/policy"): CONTROL,

@@ -1,4 +1,4 @@
-"""V2 inputs as a table's columns (MLServer's ``content_type: "pd"``), and null as a missing value, over HTTP."""
+"""Tables over HTTP: V2 inputs as columns (MLServer's ``content_type: "pd"``), null as NaN, drift references."""
 
 from __future__ import annotations
 
@@ -60,3 +60,20 @@ def test_columns_that_make_no_table_are_a_400(http: httpx.Client, inputs: list[d
     answer = http.post("/v2/models/tabular/infer", json={"parameters": {"content_type": "pd"}, "inputs": inputs})
     assert answer.status_code == 400, answer.text
     assert fragment in answer.json()["error"]
+
+
+def test_put_reference_sets_the_rows_drift_is_scored_against(http: httpx.Client) -> None:
+    rows = load_tabular_data().x_train[:120]
+    answer = http.put("/api/pipelines/tabular/reference", json={"inputs": [
+        {"name": "features", "datatype": "FP32", "shape": list(rows.shape),
+         "data": [None if np.isnan(v) else float(v) for v in rows.ravel()]}]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["reference_rows"] == 120 and answer.json()["live_rows"] == 0
+    assert http.get("/api/pipelines/tabular/stats").json()["drift"]["reference_rows"] == 120
+    as_columns = http.put("/api/pipelines/tabular/reference",
+                          json={"parameters": {"content_type": "pd"}, "inputs": _columns(rows[:40])})
+    assert as_columns.status_code == 200 and as_columns.json()["reference_rows"] == 40, as_columns.text
+    wrong = http.put("/api/pipelines/tabular/reference", json={"inputs": [
+        {"name": "features", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]}]})
+    assert wrong.status_code == 400 and "'features'" in wrong.json()["error"], wrong.text
+    assert http.get("/api/pipelines/tabular/stats").json()["drift"]["reference_rows"] == 40, "the last good one holds"

@@ -9,6 +9,7 @@ torch are imported only when called: neither is needed to serve.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,14 @@ def from_torch(module: Any, sample: Any, *, name: str, variant: str = DEFAULT_VA
     if len(inputs) != len(samples) or len(outputs) != len(results):
         raise ValueError(f"{len(samples)} inputs and {len(results)} outputs, but names {inputs} and {outputs}")
     buffer = io.BytesIO()
-    # NOTE: the TorchScript exporter (dynamo=False): the dynamo one needs onnxscript, which serving does not.
-    torch.onnx.export(module, samples, buffer, dynamo=False,  # type: ignore[arg-type]  # a file object works
-                      input_names=inputs, output_names=outputs,
-                      dynamic_axes={n: {0: "batch"} for n in inputs + outputs})
+    # NOTE: the TorchScript exporter (dynamo=False): the dynamo one needs onnxscript, which serving does not;
+    # torch's warning that it is the legacy one says nothing to the user.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export",
+                                DeprecationWarning)
+        torch.onnx.export(module, samples, buffer, dynamo=False,  # type: ignore[arg-type]  # a file object works
+                          input_names=inputs, output_names=outputs,
+                          dynamic_axes={n: {0: "batch"} for n in inputs + outputs})
     data = buffer.getvalue()
     exported = _run(data, {n: s.detach().cpu().numpy() for n, s in zip(inputs, samples)})
     for output, mine, theirs in zip(outputs, exported, results):

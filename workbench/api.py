@@ -138,11 +138,16 @@ class Workbench:
         The request's id, timings and variants are in the answer's ``attrs``.
         """
         if isinstance(inputs, pd.DataFrame):
-            pipeline = self._call_sync(lambda: self.engine.deployment(name).pipeline)
-            prediction = self._call(self.engine.predict, name, frame_inputs(pipeline, inputs), timeout_s=timeout_s,
-                                    request_id=request_id)
-            return _answer_frame(pipeline, prediction, inputs.index)
+            return self._call(self._predict_frame, name, inputs, timeout_s=timeout_s, request_id=request_id)
         return self._call(self.engine.predict, name, inputs, timeout_s=timeout_s, request_id=request_id)
+
+    async def _predict_frame(self, name: str, frame: pd.DataFrame, **request: Any) -> pd.DataFrame:
+        pipeline = self.engine.deployment(name).pipeline
+        prediction = await self.engine.predict(name, frame_inputs(pipeline, frame), **request)
+        answer = frame_outputs(pipeline, prediction.outputs, frame.index)
+        answer.attrs.update(request_id=prediction.request_id, timings_ms=dict(prediction.timings_ms),
+                            variants=dict(prediction.variants))
+        return answer
 
     async def apredict(self, name: str, inputs: Mapping[str, Any], *, timeout_s: float | None = None,
                        request_id: str | None = None) -> Prediction:
@@ -446,10 +451,3 @@ class Workbench:
         info = self.describe()
         return (f"Workbench({info['kind']}, workers={len(info.get('workers', {}))}, "
                 f"deployed={sorted(info['deployments'])}, dashboard={info.get('dashboard_link')})")
-
-
-def _answer_frame(pipeline: Pipeline, prediction: Prediction, index: pd.Index) -> pd.DataFrame:
-    frame = frame_outputs(pipeline, prediction.outputs, index)
-    frame.attrs.update(request_id=prediction.request_id, timings_ms=dict(prediction.timings_ms),
-                       variants=dict(prediction.variants))
-    return frame

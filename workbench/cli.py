@@ -68,21 +68,17 @@ def models_add(home: Path | None, name: str, file: Path, variant: str, notes: st
     from workbench.config import WorkbenchSettings
     from workbench.errors import WorkbenchError
     from workbench.models import ModelRepository
-    from workbench.models.importing import add_model
-    from workbench.pipeline.autocomplete import pipeline_for_model
+    from workbench.pipeline.autocomplete import add_served
 
     settings = WorkbenchSettings() if home is None else WorkbenchSettings(home=home)
     repository = ModelRepository(settings.home / "models")
     try:
-        path = add_model(repository, name, file, variant=variant, notes=notes or f"added from {file}")
-        pipeline = pipeline_for_model(repository, name, variant, load=False)
+        pipeline_file, pipeline = add_served(repository, settings.pipelines_dir, name, file, variant=variant,
+                                             notes=notes, keep_pipeline_file=True)
     except WorkbenchError as exc:
         raise click.ClickException(str(exc)) from exc
     meta = repository.metadata(name, variant)
-    pipeline_file = settings.pipelines_dir / f"{name}.yaml"
-    if not pipeline_file.exists():
-        pipeline.to_yaml(pipeline_file)
-    click.echo(f"{name} {variant} v{meta.version}: {path}")
+    click.echo(f"{name} {variant} v{meta.version}: {repository.path(name, variant)}")
     for spec in pipeline.input_specs.values():
         click.echo(f"  input  {spec.name} {spec.text()}")
     for stage_spec in pipeline.output_specs.values():

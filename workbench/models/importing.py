@@ -14,16 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import onnx
 
 from workbench.errors import ModelLoadError
 from workbench.models.metadata import ModelMetadata
-from workbench.models.session import NOT_A_TENSOR_FIX
-
-if TYPE_CHECKING:
-    from workbench.models.repository import ModelRepository
+from workbench.models.repository import ModelRepository, proto_signature
 
 __all__ = ["DEFAULT_VARIANT", "add_model", "check_servable", "without_zipmap"]
 
@@ -67,19 +63,12 @@ def without_zipmap(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str] |
 
 def check_servable(model: onnx.ModelProto, name: str) -> None:
     """Raise :class:`~workbench.errors.ModelLoadError`, with the fix, when the model cannot be served as it is."""
-    initializers = {i.name for i in model.graph.initializer}
-    for kind, values in (("input", [v for v in model.graph.input if v.name not in initializers]),
-                         ("output", list(model.graph.output))):
-        for value in values:
-            if value.type.WhichOneof("value") != "tensor_type":
-                raise ModelLoadError(f"model {name!r}: {kind} {value.name!r} is a "
-                                     f"{value.type.WhichOneof('value')}, not a tensor; {NOT_A_TENSOR_FIX}")
-            dims = value.type.tensor_type.shape.dim
-            if kind == "input" and dims and dims[0].HasField("dim_value") and dims[0].dim_value != 1:
-                raise ModelLoadError(
-                    f"model {name!r}: input {value.name!r} has a fixed first axis of {dims[0].dim_value}; the "
-                    "first axis is the batch: export it as a dynamic axis (torch.onnx.export(..., "
-                    f"dynamic_axes={{{value.name!r}: {{0: 'batch'}}}}), skl2onnx: a sample with None rows)")
+    for spec in proto_signature(model, f"model {name!r}").inputs:
+        if spec.shape and spec.shape[0] not in (-1, 1):
+            raise ModelLoadError(
+                f"model {name!r}: input {spec.name!r} has a fixed first axis of {spec.shape[0]}; the "
+                "first axis is the batch: export it as a dynamic axis (torch.onnx.export(..., "
+                f"dynamic_axes={{{spec.name!r}: {{0: 'batch'}}}}), skl2onnx: a sample with None rows)")
 
 
 def add_model(repository: ModelRepository, name: str, source: str | Path | bytes | onnx.ModelProto, *,

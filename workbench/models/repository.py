@@ -36,6 +36,8 @@ from workbench.models.session import (
 from workbench.tensor import TensorSpec
 
 if TYPE_CHECKING:
+    import onnx
+
     from workbench.config import WorkbenchSettings
 
 __all__ = ["MODEL_FILE", "LoadedModel", "ModelRepository", "Signature"]
@@ -251,13 +253,18 @@ def _file_signature(path: Path) -> Signature:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others for a damaged file
         raise ModelLoadError(f"cannot read model {path}: {exc}") from exc
+    return proto_signature(proto, f"model {path}")
+
+
+def proto_signature(proto: onnx.ModelProto, label: str) -> Signature:
+    """The inputs and outputs of a model's graph; raises, with the fix, for one that is not a tensor."""
     initializers = {init.name for init in proto.graph.initializer}
 
     def specs(values: list[onnx.ValueInfoProto]) -> tuple[TensorSpec, ...]:
         out = []
         for value in values:
             if value.type.WhichOneof("value") != "tensor_type":
-                raise ModelLoadError(f"model {path}: {value.name!r} is a {value.type.WhichOneof('value')}, not a "
+                raise ModelLoadError(f"{label}: {value.name!r} is a {value.type.WhichOneof('value')}, not a "
                                      f"tensor; {NOT_A_TENSOR_FIX}")
             tensor = value.type.tensor_type
             dtype = onnx_dtype(f"tensor({_ONNX_ELEM.get(tensor.elem_type, tensor.elem_type)})")

@@ -20,7 +20,7 @@ from workbench.pipeline.graph import Pipeline
 from workbench.pipeline.inference import OnnxStage
 from workbench.tensor import TensorSpec
 
-__all__ = ["is_model_target", "model_files", "pipeline_for_model", "serve_files"]
+__all__ = ["add_served", "is_model_target", "model_files", "pipeline_for_model", "serve_files"]
 
 
 def pipeline_for_model(repository: ModelRepository, model: str, variant: str = DEFAULT_VARIANT, *,
@@ -44,17 +44,25 @@ def model_files(target: str | Path) -> list[Path]:
     return [path]
 
 
+def add_served(repository: ModelRepository, pipelines_dir: Path, name: str, file: Path, *,
+               variant: str = DEFAULT_VARIANT, notes: str = "", keep_pipeline_file: bool = False,
+               ) -> tuple[Path, Pipeline]:
+    """Add ``file`` as ``name``/``variant`` and write the pipeline file that serves it (unless one is kept).
+
+    Returns the pipeline file and the pipeline (unloaded).
+    """
+    add_model(repository, name, file, variant=variant, notes=notes or f"added from {file}")
+    pipeline = pipeline_for_model(repository, name, variant, load=False)
+    path = pipelines_dir / f"{name}.yaml"
+    if not (keep_pipeline_file and path.exists()):
+        pipeline.to_yaml(path)
+    return path, pipeline
+
+
 def serve_files(targets: Iterable[str | Path], repository: ModelRepository, pipelines_dir: Path) -> list[Path]:
     """Add each ONNX file to the repository (named after the file) and write its pipeline file; their paths."""
-    written = []
-    for file in (f for target in targets for f in model_files(target)):
-        name = _plain_name(file.stem)
-        add_model(repository, name, file, notes=f"added from {file}")
-        pipeline = pipeline_for_model(repository, name, load=False)
-        path = pipelines_dir / f"{name}.yaml"
-        pipeline.to_yaml(path)
-        written.append(path)
-    return written
+    return [add_served(repository, pipelines_dir, _plain_name(file.stem), file)[0]
+            for target in targets for file in model_files(target)]
 
 
 def is_model_target(target: str) -> bool:

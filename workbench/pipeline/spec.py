@@ -101,13 +101,9 @@ def pipeline_from_dict(
             raise SpecError(f"a pipeline needs {key!r}")
     if not isinstance(data["inputs"], Mapping) or not isinstance(data["stages"], list):
         raise SpecError("'inputs' must be a mapping of name to spec and 'stages' a list")
-    if repository is None and data.get("repository"):
-        repository = Path(data["repository"])
-        if not repository.is_absolute() and base is not None:
-            repository = base / repository
-    reference = Path(data["reference"]) if data.get("reference") else None
-    if reference is not None and not reference.is_absolute() and base is not None:
-        reference = base / reference
+    if repository is None:
+        repository = _beside(data.get("repository"), base)
+    reference = _beside(data.get("reference"), base)
     inputs = [_input_spec(n, v) for n, v in data["inputs"].items()]
     stages = [stage_from_dict(s) for s in data["stages"]]
     return Pipeline(str(data["name"]), inputs, stages, outputs=data.get("outputs"), repository=repository,
@@ -122,8 +118,7 @@ def pipeline_to_dict(pipeline: Pipeline, *, relative_to: Path | None = None) -> 
     if pipeline.description:
         data["description"] = pipeline.description
     if pipeline.repository is not None:
-        root = pipeline.repository.root
-        data["repository"] = os.path.relpath(root, relative_to) if relative_to is not None else str(root)
+        data["repository"] = _written(pipeline.repository.root, relative_to)
     data["inputs"] = {
         n: ({"spec": s.text(), "allow_nan": True} if s.allow_nan else s.text()) for n, s in pipeline.input_specs.items()
     }
@@ -134,9 +129,20 @@ def pipeline_to_dict(pipeline: Pipeline, *, relative_to: Path | None = None) -> 
     if pipeline.instances is not None:
         data["instances"] = pipeline.instances
     if pipeline.reference is not None:
-        reference = pipeline.reference
-        data["reference"] = os.path.relpath(reference, relative_to) if relative_to is not None else str(reference)
+        data["reference"] = _written(pipeline.reference, relative_to)
     return data
+
+
+def _beside(value: Any, base: Path | None) -> Path | None:
+    """A path a pipeline file names (``repository``, ``reference``): a relative one is relative to the file."""
+    if not value:
+        return None
+    path = Path(value)
+    return base / path if not path.is_absolute() and base is not None else path
+
+
+def _written(path: Path, relative_to: Path | None) -> str:
+    return os.path.relpath(path, relative_to) if relative_to is not None else str(path)
 
 
 def dump_yaml(pipeline: Pipeline, path: str | Path | None = None) -> str:
